@@ -1,0 +1,240 @@
+//! The command line: clap structs in this file, one file per command.
+//!
+//! Each command returns an [`Exit`]; errors are printed here, at the edge,
+//! with miette showing the template line they point at.
+
+mod completions;
+mod diagnostics;
+mod fmt;
+mod inspect;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use kiln::template::variables::VarInputs;
+
+/// The exit codes of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    VersionConflict = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Bake immutable, reproducible machine images as OCI images",
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Variable values from outside the template.
+#[derive(Debug, Args)]
+pub struct VarArgs {
+    /// Set a variable (repeatable; later wins over defaults, KILN_VAR_*, var-files)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarInputs::parse_flag)]
+    pub vars: Vec<(String, String)>,
+    /// Read variable values from a TOML file of `name = value` lines (repeatable)
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+impl VarArgs {
+    pub fn inputs(&self) -> VarInputs {
+        VarInputs {
+            files: self.var_files.clone(),
+            flags: self.vars.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum OnError {
+    /// Remove everything the failed build made
+    #[default]
+    Cleanup,
+    /// Keep the failed stage's root for inspection
+    Abort,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    Oci,
+    OciArchive,
+    Rootfs,
+    Raw,
+    Qcow2,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build images from templates and store them
+    Build {
+        #[arg(required = true, value_name = "TEMPLATE")]
+        templates: Vec<PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Run every stage, ignoring the stage cache
+        #[arg(long)]
+        no_cache: bool,
+        /// What to do with a failed build's work
+        #[arg(long, value_enum, default_value_t)]
+        on_error: OnError,
+        /// Folder for post-processor artifacts (default: output/NAME-VERSION beside the template)
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Do not move channels or push to remotes
+        #[arg(long)]
+        no_publish: bool,
+        /// Build this many templates at once
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// One JSON event per line on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check templates without building
+    Validate {
+        #[arg(required = true, value_name = "TEMPLATE")]
+        templates: Vec<PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Show a template after variables and references are resolved
+    Inspect {
+        template: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite templates in the canonical layout, keeping comments
+    Fmt {
+        /// Change nothing; exit 1 and name the files that would change
+        #[arg(long)]
+        check: bool,
+        #[arg(required = true, value_name = "TEMPLATE")]
+        templates: Vec<PathBuf>,
+    },
+    /// List stored images: versions, digests, sizes, channels
+    Images { name: Option<String> },
+    /// Write a stored image in another form
+    Export {
+        #[arg(value_name = "REF")]
+        reference: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[arg(short, long = "output", value_name = "PATH")]
+        output: PathBuf,
+    },
+    /// Push a stored image to a registry
+    Push {
+        #[arg(value_name = "REF")]
+        reference: String,
+        remote: String,
+        /// Allow plain HTTP to a registry that is not on loopback
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull an image from a registry into the store
+    Pull {
+        #[arg(value_name = "REMOTE_REF")]
+        reference: String,
+        /// Store it under this NAME:VERSION
+        #[arg(long = "as", value_name = "NAME:VERSION")]
+        store_as: Option<String>,
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Move, roll back and show channels
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Store credentials for a registry
+    Login { registry: String },
+    /// List or prune the stage cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Check a stored image, or a deployed tree against it
+    Verify {
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// A deployed root to compare with the image
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Show what changed between two images (B defaults to A's parent)
+    Diff { a: String, b: Option<String> },
+    /// Print a shell completion script
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Point a channel at a version
+    Set {
+        name: String,
+        channel: String,
+        version: String,
+    },
+    /// Point a channel back at the version it pointed at before
+    Rollback { name: String, channel: String },
+    /// Show the versions a channel pointed at
+    History { name: String, channel: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cache entries
+    Ls,
+    /// Remove cache entries
+    Prune,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run(cli.command).into()
+}
+
+fn run(command: Command) -> Exit {
+    match command {
+        Command::Validate { templates, vars } => validate::run(&templates, &vars.inputs()),
+        Command::Inspect {
+            template,
+            vars,
+            json,
+        } => inspect::run(&template, &vars.inputs(), json),
+        Command::Fmt { check, templates } => fmt::run(&templates, check),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Build { .. } => not_implemented("build"),
+        Command::Images { .. } => not_implemented("images"),
+        Command::Export { .. } => not_implemented("export"),
+        Command::Push { .. } => not_implemented("push"),
+        Command::Pull { .. } => not_implemented("pull"),
+        Command::Channel(_) => not_implemented("channel"),
+        Command::Login { .. } => not_implemented("login"),
+        Command::Cache(_) => not_implemented("cache"),
+        Command::Verify { .. } => not_implemented("verify"),
+        Command::Diff { .. } => not_implemented("diff"),
+    }
+}
+
+fn not_implemented(command: &str) -> Exit {
+    eprintln!("error: failed to run `kiln {command}`: not implemented yet");
+    Exit::Failure
+}

@@ -1,0 +1,78 @@
+//! `[[test]]` blocks: commands run in the finished root, mounted read-only,
+//! before anything is stored or published. They add no layer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::provisioners::shell::{ShellBody, check_body};
+use crate::template::check::Checker;
+use crate::template::error::DiagnosticKind;
+use crate::template::keypath::KeyPath;
+use crate::template::units::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    name: String,
+    inline: Option<Vec<String>>,
+    script: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageTest {
+    pub name: String,
+    pub body: ShellBody,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+}
+
+pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<ImageTest>> {
+    let mut names = BTreeMap::new();
+    let checked: Vec<Option<ImageTest>> = (0..cx.array_len("test")?)
+        .map(|index| {
+            let at = KeyPath::root().key("test").index(index);
+            let raw: RawTest = cx.shape(&at, false)?;
+            let name = cx.text(&at.key("name"), &raw.name).and_then(|name| {
+                if name.trim().is_empty() {
+                    cx.report(
+                        &at.key("name"),
+                        DiagnosticKind::Invalid("a test needs a name".to_owned()),
+                    );
+                    return None;
+                }
+                if let Some(first) = names.insert(name.clone(), index) {
+                    cx.report(
+                        &at.key("name"),
+                        DiagnosticKind::Invalid(format!(
+                            "test name `{name}` is already used by test[{first}]"
+                        )),
+                    );
+                    return None;
+                }
+                Some(name)
+            });
+            let body = check_body(
+                cx,
+                &at,
+                raw.inline.as_deref(),
+                raw.script.as_deref(),
+                None,
+                &["inline", "script"],
+            );
+            let env = cx.environment(&at.key("env"), &raw.env);
+            let timeout =
+                cx.optional_parsed(&at.key("timeout"), raw.timeout.as_deref(), "duration");
+            Some(ImageTest {
+                name: name?,
+                body: body?,
+                env: env?,
+                timeout: timeout?,
+            })
+        })
+        .collect();
+    checked.into_iter().collect()
+}

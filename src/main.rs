@@ -1,0 +1,9 @@
+//! The `kiln` binary: parses the command line, runs one command, and turns
+//! its outcome into an exit code (0 ok, 1 failure, 2 usage or template
+//! error, 3 version already stored with another digest).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

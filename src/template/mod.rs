@@ -1,0 +1,183 @@
+//! Templates: from a TOML file to a checked [`Template`].
+//!
+//! The passes, in order:
+//! 1. **parse**: `toml_edit` reads the text into a spanned document;
+//! 2. **shape**: each section (and each element of an array of tables) is
+//!    deserialized on its own into a wire struct with
+//!    `deny_unknown_fields`, so one run reports problems in all of them;
+//! 3. **resolve variables**: defaults, `KILN_VAR_*`, `--var-file`, `--var`;
+//! 4. **interpolate**: `${…}` in every string, `[image]` name and version first;
+//! 5. **check**: names, versions, durations, sizes, modes, paths, files.
+//!
+//! Passes 3 to 5 run field by field through a [`check::Checker`], which
+//! keeps every diagnostic with its key path and span.
+
+pub mod check;
+pub mod error;
+pub mod image;
+pub mod interpolate;
+pub mod keypath;
+pub mod publish;
+pub mod units;
+pub mod variables;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image_test::{self, ImageTest};
+use crate::post_processors::{self, PostProcessor};
+use crate::provisioners::{self, Provisioner};
+use crate::redact::{MASK, Redactor};
+use crate::reference::Digest;
+use crate::sources::{self, Source};
+use check::Checker;
+pub use error::TemplateError;
+use error::{Diagnostic, DiagnosticKind, Origin, SourceFile, closest};
+use image::ImageSpec;
+use keypath::KeyPath;
+use publish::Publish;
+use variables::{VarInputs, VarValue, Variable};
+
+/// The top-level sections a template may have, in canonical order.
+pub const SECTIONS: &[&str] = &[
+    "image",
+    "variables",
+    "source",
+    "provisioner",
+    "test",
+    "post_processor",
+    "publish",
+];
+
+/// A template after every pass: what the user asked for, checked and with
+/// every variable and reference resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// The template file, absolute.
+    pub path: PathBuf,
+    /// sha256 of the template file's bytes.
+    pub digest: Digest,
+    pub image: ImageSpec,
+    pub variables: Vec<Variable>,
+    pub source: Source,
+    pub provisioners: Vec<Provisioner>,
+    pub tests: Vec<ImageTest>,
+    pub post_processors: Vec<PostProcessor>,
+    pub publish: Publish,
+}
+
+impl Template {
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(&self.variables)
+    }
+
+    /// The template as JSON with every sensitive value replaced by
+    /// `<sensitive>`, in variables and wherever it was interpolated.
+    pub fn to_redacted_json(&self) -> serde_json::Value {
+        let mut template = self.clone();
+        for variable in &mut template.variables {
+            if variable.sensitive {
+                variable.value = VarValue::String(MASK.to_owned());
+            }
+        }
+        let json = serde_json::to_value(&template).expect("a template always serializes to JSON");
+        self.redactor().redact_json(json)
+    }
+}
+
+/// Reads and checks the template at `path`.
+pub fn load(path: &Path, inputs: &VarInputs) -> Result<Template, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    load_str(path, text, inputs)
+}
+
+/// Checks template text as if it were read from `path`.
+pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Template, TemplateError> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let dir = absolute.parent().map(Path::to_owned).unwrap_or_default();
+    let digest = Digest::of(text.as_bytes());
+    let file = Arc::new(SourceFile {
+        path: path.to_owned(),
+        text: text.clone(),
+    });
+    let document = match toml_edit::Document::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            return Err(TemplateError::Invalid {
+                path: path.to_owned(),
+                diagnostics: vec![Diagnostic {
+                    origin: Origin::File {
+                        file,
+                        span: error.span(),
+                    },
+                    key: KeyPath::root(),
+                    kind: DiagnosticKind::Syntax(error.message().trim_end().to_owned()),
+                    help: None,
+                }],
+            });
+        }
+    };
+    let mut cx = Checker::new(file, document.as_table(), dir);
+    for (key, _) in document.as_table().iter() {
+        if !SECTIONS.contains(&key) {
+            let help = match closest(key, SECTIONS.iter().copied()) {
+                Some(near) => format!("did you mean `{near}`? sections: {}", SECTIONS.join(", ")),
+                None => format!("sections: {}", SECTIONS.join(", ")),
+            };
+            cx.report_key_help(
+                &KeyPath::root().key(key),
+                DiagnosticKind::UnknownKey {
+                    key: key.to_owned(),
+                    allowed: SECTIONS
+                        .iter()
+                        .map(|section| (*section).to_owned())
+                        .collect(),
+                },
+                help,
+            );
+        }
+    }
+    let variables = variables::resolve(&mut cx, inputs);
+    cx.variables = variables;
+    let image = image::check(&mut cx);
+    if cx.image.is_none() {
+        // [image] is broken and already reported; `${image.*}` elsewhere
+        // should not add a second, misleading error.
+        cx.image = Some(Default::default());
+    }
+    let source = sources::check(&mut cx);
+    let provisioners = provisioners::check_all(&mut cx);
+    let tests = image_test::check_all(&mut cx);
+    let post_processors = post_processors::check_all(&mut cx);
+    let publish = publish::check(&mut cx);
+    let variables = std::mem::take(&mut cx.variables).into_values().collect();
+    match (image, source, provisioners, tests, post_processors, publish) {
+        (
+            Some(image),
+            Some(source),
+            Some(provisioners),
+            Some(tests),
+            Some(post_processors),
+            Some(publish),
+        ) if !cx.has_errors() => Ok(Template {
+            path: absolute,
+            digest,
+            image,
+            variables,
+            source,
+            provisioners,
+            tests,
+            post_processors,
+            publish,
+        }),
+        _ => Err(TemplateError::Invalid {
+            path: path.to_owned(),
+            diagnostics: cx.into_diagnostics(),
+        }),
+    }
+}
