@@ -36,7 +36,11 @@ pub fn format_template(text: &str) -> Result<String, FormatError> {
     let root = document.as_table_mut();
     order_sections(root);
     format_table_body(root, true);
-    for (_, item) in root.iter_mut() {
+    for (mut key, item) in root.iter_mut() {
+        if !item.is_value() {
+            key.leaf_decor_mut().clear();
+            key.dotted_decor_mut().clear();
+        }
         match item {
             Item::Table(table) => format_table(table),
             Item::ArrayOfTables(tables) => {
@@ -126,7 +130,11 @@ fn format_table(table: &mut Table) {
         table.decor_mut().set_suffix(suffix);
     }
     format_table_body(table, false);
-    for (_, item) in table.iter_mut() {
+    for (mut key, item) in table.iter_mut() {
+        if !item.is_value() {
+            key.leaf_decor_mut().clear();
+            key.dotted_decor_mut().clear();
+        }
         match item {
             Item::Table(child) => format_table(child),
             Item::ArrayOfTables(tables) => {
@@ -269,18 +277,46 @@ fn format_inline_table(table: &mut InlineTable) {
 }
 
 /// The comment lines of a decor prefix, each trimmed and ending in `\n`.
+/// A blank line between comments, or between the comments and what
+/// follows them, is kept as one blank line; leading blank lines are not.
 fn comment_lines(raw: &str) -> String {
-    raw.lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with('#'))
-        .map(|line| format!("{}\n", line.trim_end()))
-        .collect()
+    let mut out = String::new();
+    let mut blank = false;
+    for line in raw.lines().map(str::trim) {
+        if line.starts_with('#') {
+            if blank && !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+            blank = false;
+        } else if line.is_empty() {
+            blank = true;
+        }
+    }
+    if blank
+        && !out.is_empty()
+        && raw.ends_with('\n')
+        && raw
+            .lines()
+            .last()
+            .is_some_and(|line| line.trim().is_empty())
+    {
+        out.push('\n');
+    }
+    out
 }
 
 fn indent_comments(comments: &str) -> String {
     comments
         .lines()
-        .map(|line| format!("    {line}\n"))
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("    {line}\n")
+            }
+        })
         .collect()
 }
 

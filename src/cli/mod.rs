@@ -190,7 +190,8 @@ pub enum ChannelCommand {
     Set {
         name: String,
         channel: String,
-        version: String,
+        #[arg(value_name = "VERSION")]
+        to_version: String,
     },
     /// Point a channel back at the version it pointed at before
     Rollback { name: String, channel: String },
@@ -237,4 +238,14 @@ fn run(command: Command) -> Exit {
 fn not_implemented(command: &str) -> Exit {
     eprintln!("error: failed to run `kiln {command}`: not implemented yet");
     Exit::Failure
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -175,9 +175,18 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
             post_processors,
             publish,
         }),
-        _ => Err(TemplateError::Invalid {
-            path: path.to_owned(),
-            diagnostics: cx.into_diagnostics(),
-        }),
+        _ => {
+            let mut diagnostics = cx.into_diagnostics();
+            diagnostics.sort_by_key(|diagnostic| match &diagnostic.origin {
+                Origin::File {
+                    span: Some(span), ..
+                } => (0, span.start),
+                _ => (1, 0),
+            });
+            Err(TemplateError::Invalid {
+                path: path.to_owned(),
+                diagnostics,
+            })
+        }
     }
 }

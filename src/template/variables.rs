@@ -173,6 +173,8 @@ struct RawVariable {
 
 struct Declared {
     ty: VariableType,
+    /// A default was given but is wrong: already reported, so "no value" is not.
+    default_invalid: bool,
     value: Option<(VarValue, ValueOrigin)>,
     sensitive: bool,
     description: Option<String>,
@@ -222,6 +224,7 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
                 .map_or(VariableType::String, VarValue::inferred_type)
         });
         let mut value = None;
+        let has_default = default.is_some();
         if let Some(default) = default {
             let default = match default {
                 Value::String(text) => {
@@ -251,6 +254,7 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
             name,
             Declared {
                 ty,
+                default_invalid: has_default && value.is_none(),
                 value,
                 sensitive: raw.sensitive,
                 description: raw.description,
@@ -301,6 +305,9 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
     let mut resolved = BTreeMap::new();
     for (name, variable) in declared {
         let Some((value, origin)) = variable.value else {
+            if variable.default_invalid {
+                continue;
+            }
             cx.report_key_help(
                 &section.key(&name),
                 DiagnosticKind::VariableWithoutValue(name.clone()),
