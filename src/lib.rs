@@ -6,11 +6,17 @@
 //! crate is the library; `src/main.rs` and `src/cli/` are the thin binary
 //! over it. The library never prints: it returns values and errors.
 
+pub mod bake;
+pub mod confined;
 pub mod fmt;
+pub mod hashing;
 pub mod image_test;
+pub mod oci;
 pub mod post_processors;
 pub mod provisioners;
 pub mod redact;
 pub mod reference;
 pub mod sources;
+pub mod store;
 pub mod template;
+pub mod unpack;

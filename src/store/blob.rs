@@ -1,0 +1,87 @@
+//! Writing one blob: hash while writing to a temp file beside the layout,
+//! then fsync, rename into place under its digest, and make it read-only.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{Result, StoreError, io_error, sync_dir};
+use crate::hashing::HashingWriter;
+use crate::reference::Digest;
+
+pub struct BlobWriter {
+    writer: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    blobs_dir: PathBuf,
+}
+
+impl BlobWriter {
+    pub(super) fn new(tmp_dir: &Path, blobs_dir: PathBuf) -> Result<Self> {
+        let temp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(tmp_dir)
+            .map_err(io_error("create a temp file in", tmp_dir))?;
+        Ok(Self {
+            writer: HashingWriter::new(BufWriter::with_capacity(1 << 20, temp)),
+            blobs_dir,
+        })
+    }
+
+    pub fn written(&self) -> u64 {
+        self.writer.written()
+    }
+
+    /// Makes the blob durable and visible under its digest; returns the
+    /// digest and size. A blob that is there already is left as it is.
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        let (digest, size, buffered) = self.writer.finish();
+        let temp = buffered.into_inner().map_err(|error| StoreError::Io {
+            action: "write",
+            path: PathBuf::from("a blob"),
+            source: error.into_error(),
+        })?;
+        let target = self.blobs_dir.join(digest.hex());
+        if target.is_file() {
+            return Ok((digest, size));
+        }
+        let file: &File = temp.as_file();
+        file.sync_all().map_err(io_error("sync", temp.path()))?;
+        file.set_permissions(Permissions::from_mode(0o444))
+            .map_err(io_error("set permissions of", temp.path()))?;
+        temp.persist(&target).map_err(|error| StoreError::Io {
+            action: "store blob",
+            path: target.clone(),
+            source: error.error,
+        })?;
+        sync_dir(&self.blobs_dir)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Removes temp files that builds killed long ago left behind.
+pub fn remove_stale_temp_files(tmp_dir: &Path, older_than: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > older_than);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
