@@ -5,5 +5,11 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == kiln::sandbox::HELPER_ARG)
+    {
+        kiln::sandbox::helper_main();
+    }
     cli::main()
 }

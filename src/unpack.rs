@@ -27,6 +27,9 @@ pub enum Whiteouts {
     /// An OCI layer to be used as an overlay lower: whiteouts become 0/0
     /// character devices, opaque markers the `trusted.overlay.opaque` xattr.
     ToOverlay,
+    /// An OCI layer applied onto the layers below it in the same folder:
+    /// whiteouts remove what they name, opaque markers empty their folder.
+    Apply,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,14 @@
 //! Each command returns an [`Exit`]; errors are printed here, at the edge,
 //! with miette showing the template line they point at.
 
+mod build;
 mod completions;
 mod diagnostics;
+mod export;
 mod fmt;
+mod images;
 mod inspect;
+mod reporters;
 mod validate;
 
 use std::path::PathBuf;
@@ -222,9 +226,31 @@ fn run(command: Command) -> Exit {
         } => inspect::run(&template, &vars.inputs(), json),
         Command::Fmt { check, templates } => fmt::run(&templates, check),
         Command::Completions { shell } => completions::run(shell),
-        Command::Build { .. } => not_implemented("build"),
-        Command::Images { .. } => not_implemented("images"),
-        Command::Export { .. } => not_implemented("export"),
+        Command::Build {
+            templates,
+            vars,
+            no_cache: _,
+            on_error,
+            output: _,
+            no_publish: _,
+            jobs,
+            json,
+        } => build::run(build::BuildArgs {
+            templates,
+            inputs: vars.inputs(),
+            on_error: match on_error {
+                OnError::Cleanup => kiln::pipeline::OnError::Cleanup,
+                OnError::Abort => kiln::pipeline::OnError::Abort,
+            },
+            jobs,
+            json,
+        }),
+        Command::Images { name } => images::run(name.as_deref()),
+        Command::Export {
+            reference,
+            format,
+            output,
+        } => export::run(&reference, format, &output),
         Command::Push { .. } => not_implemented("push"),
         Command::Pull { .. } => not_implemented("pull"),
         Command::Channel(_) => not_implemented("channel"),

@@ -137,3 +137,89 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DebootstrapSou
         arch: arch?,
     })
 }
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The main archive of the host's apt sources (not its security mirror),
+/// so a Debian host builds from the mirror it already uses.
+pub fn host_mirror() -> Option<String> {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<_> = entries.flatten().map(|entry| entry.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for file in files {
+        let name = file.to_string_lossy();
+        if !(name.ends_with(".list") || name.ends_with(".sources")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim) {
+            let uris: Vec<&str> = if let Some(uris) = line.strip_prefix("URIs:") {
+                uris.split_whitespace().collect()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace()
+                    .filter(|word| word.contains("://"))
+                    .take(1)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(uri) = uris.into_iter().find(|uri| !uri.contains("security")) {
+                return Some(uri.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// The command that makes the root in `root`: mmdebstrap when installed,
+/// else debootstrap.
+pub fn command(source: &DebootstrapSource, root: &std::path::Path) -> Result<Vec<String>, String> {
+    let mirror = source.mirror.clone().or_else(host_mirror);
+    let mut argv: Vec<String> = Vec::new();
+    if on_path("mmdebstrap") {
+        argv.extend([
+            "mmdebstrap".to_owned(),
+            "--mode=root".to_owned(),
+            "--format=directory".to_owned(),
+        ]);
+        argv.push(format!("--variant={}", source.variant));
+        if !source.include.is_empty() {
+            argv.push(format!("--include={}", source.include.join(",")));
+        }
+        if let Some(arch) = &source.arch {
+            argv.push(format!("--architectures={arch}"));
+        }
+    } else if on_path("debootstrap") {
+        if !["minbase", "buildd"].contains(&source.variant.as_str()) {
+            return Err(format!(
+                "debootstrap has no variant `{}`; install mmdebstrap (apt-get install mmdebstrap)",
+                source.variant
+            ));
+        }
+        argv.push("debootstrap".to_owned());
+        argv.push(format!("--variant={}", source.variant));
+        if !source.include.is_empty() {
+            argv.push(format!("--include={}", source.include.join(",")));
+        }
+        if let Some(arch) = &source.arch {
+            argv.push(format!("--arch={arch}"));
+        }
+    } else {
+        return Err(
+            "neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap"
+                .to_owned(),
+        );
+    }
+    argv.push(source.suite.clone());
+    argv.push(root.display().to_string());
+    argv.extend(mirror);
+    Ok(argv)
+}

@@ -71,3 +71,16 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<TarballSource>
         sha256: sha256?,
     })
 }
+
+/// A reader of the uncompressed tar inside `reader`.
+pub fn decompress<'r, R: std::io::Read + 'r>(
+    reader: R,
+    compression: Compression,
+) -> std::io::Result<Box<dyn std::io::Read + 'r>> {
+    let buffered = std::io::BufReader::with_capacity(1 << 20, reader);
+    Ok(match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(buffered)?),
+    })
+}

@@ -1,0 +1,150 @@
+//! `kiln build`: loads every template first (any error stops everything),
+//! then builds them, `--jobs` at a time, into the store.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kiln::pipeline::reporter::Reporter;
+use kiln::pipeline::{self, BuildError, BuildOptions, Built, OnError};
+use kiln::template::{self, Template, variables::VarInputs};
+
+use super::{Exit, diagnostics, reporters};
+
+pub struct BuildArgs {
+    pub templates: Vec<PathBuf>,
+    pub inputs: VarInputs,
+    pub on_error: OnError,
+    pub jobs: Option<usize>,
+    pub json: bool,
+}
+
+/// `SOURCE_DATE_EPOCH`, or 0.
+pub fn source_date_epoch() -> Result<u64, String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.is_empty() => text.parse().map_err(|_| {
+            format!("SOURCE_DATE_EPOCH must be a whole number of seconds, not `{text}`")
+        }),
+        _ => Ok(0),
+    }
+}
+
+/// A flag set by the first SIGINT or SIGTERM; a second one exits at once.
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    flag
+}
+
+pub fn run(args: BuildArgs) -> Exit {
+    let mut templates = Vec::new();
+    for path in &args.templates {
+        match template::load(path, &args.inputs) {
+            Ok(template) => templates.push(template),
+            Err(error) => diagnostics::print_template_error(&error),
+        }
+    }
+    if templates.len() != args.templates.len() {
+        return Exit::Usage;
+    }
+    let epoch = match source_date_epoch() {
+        Ok(epoch) => epoch,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let options = BuildOptions {
+        home: kiln::kiln_home(),
+        epoch,
+        on_error: args.on_error,
+    };
+    let cancelled = cancel_flag();
+    let reporter: Box<dyn Reporter> = if args.json {
+        Box::new(reporters::Json)
+    } else if std::io::stdout().is_terminal() {
+        Box::new(reporters::Bars::new())
+    } else {
+        Box::new(reporters::Plain::default())
+    };
+    let jobs = args.jobs.unwrap_or(1).clamp(1, templates.len().max(1));
+    let queue: Mutex<VecDeque<(usize, &Template)>> =
+        Mutex::new(templates.iter().enumerate().collect());
+    let results: Mutex<Vec<(usize, Result<Built, BuildError>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let Some((index, template)) =
+                        queue.lock().expect("no build thread panics").pop_front()
+                    else {
+                        return;
+                    };
+                    let result = pipeline::build(template, &options, reporter.as_ref(), &cancelled);
+                    results
+                        .lock()
+                        .expect("no build thread panics")
+                        .push((index, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("no build thread panics");
+    results.sort_by_key(|(index, _)| *index);
+    let mut exit = Exit::Success;
+    for (index, result) in results {
+        let template = &templates[index];
+        match result {
+            Ok(_) => {
+                if !template.post_processors.is_empty() {
+                    let kinds: Vec<&str> = template
+                        .post_processors
+                        .iter()
+                        .map(|post| post.kind())
+                        .collect();
+                    eprintln!(
+                        "note: post-processors are not implemented yet; skipped for {}:{}: {}",
+                        template.image.name,
+                        template.image.version,
+                        kinds.join(", ")
+                    );
+                }
+            }
+            Err(error) => {
+                print_build_error(template, &error);
+                exit = match (exit, error.is_version_conflict()) {
+                    (Exit::Success | Exit::VersionConflict, true) => Exit::VersionConflict,
+                    _ => Exit::Failure,
+                };
+            }
+        }
+    }
+    exit
+}
+
+fn print_build_error(template: &Template, error: &BuildError) {
+    let redactor = template.redactor();
+    let chain = diagnostics::error_chain(error);
+    eprintln!(
+        "error: failed to build {}:{}: {}",
+        template.image.name,
+        template.image.version,
+        redactor.redact(&chain)
+    );
+    let output = error.output();
+    if !output.is_empty() {
+        eprintln!("last lines of output:");
+        for line in output {
+            eprintln!("  | {line}");
+        }
+    }
+    if let Some(kept) = error.kept_root() {
+        eprintln!("the failed stage's root is kept at {}", kept.display());
+        eprintln!("enter it with: chroot {} /bin/sh", kept.display());
+    }
+}

@@ -1,0 +1,219 @@
+//! The binary's side of the library's [`Reporter`]: progress bars on a
+//! terminal, timestamped lines elsewhere, JSON lines with `--json`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kiln::pipeline::reporter::{Event, Reporter, StageResult};
+
+pub fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+fn short(digest: &kiln::reference::Digest) -> String {
+    format!("sha256:{}", &digest.hex()[..12])
+}
+
+fn result_text(result: &StageResult) -> String {
+    match result {
+        StageResult::Layer { digest, size } => {
+            format!("layer {} ({})", short(digest), human_bytes(*size))
+        }
+        StageResult::Empty => "no changes, no layer".to_owned(),
+        StageResult::Base { layers } => format!("{layers} layers from the base image"),
+    }
+}
+
+/// One line for an event, or `None` for events that are only for bars.
+fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
+    let build = event.build();
+    let total = totals.get(build).copied().unwrap_or(1).saturating_sub(1);
+    Some(match event {
+        Event::BuildStarted {
+            template,
+            stages,
+            tests,
+            ..
+        } => {
+            format!("{build}: building {template} ({stages} stages, {tests} tests)")
+        }
+        Event::StageStarted {
+            stage,
+            kind,
+            summary,
+            ..
+        } => format!("{build} [{stage}/{total}] {kind}: {summary}"),
+        Event::StageOutput { stage, line, .. } => format!("{build} [{stage}] | {line}"),
+        Event::StageRetry {
+            stage,
+            attempt,
+            reason,
+            ..
+        } => format!("{build} [{stage}] {reason}; retry {attempt}"),
+        Event::BakeStarted { .. } | Event::BakeProgress { .. } => return None,
+        Event::StageFinished {
+            stage,
+            seconds,
+            result,
+            ..
+        } => {
+            format!(
+                "{build} [{stage}] done in {seconds:.1}s: {}",
+                result_text(result)
+            )
+        }
+        Event::TestStarted { name, .. } => format!("{build} test `{name}`"),
+        Event::TestOutput { name, line, .. } => format!("{build} test `{name}` | {line}"),
+        Event::TestFinished {
+            name,
+            seconds,
+            passed,
+            ..
+        } => {
+            format!(
+                "{build} test `{name}` {} in {seconds:.1}s",
+                if *passed { "passed" } else { "FAILED" }
+            )
+        }
+        Event::ImageStored {
+            digest,
+            unchanged,
+            seconds,
+            ..
+        } => {
+            if *unchanged {
+                format!("{build}: already stored as {digest}; nothing changed ({seconds:.1}s)")
+            } else {
+                format!("{build}: stored {digest} in {seconds:.1}s")
+            }
+        }
+        Event::BuildFailed { .. } => return None,
+    })
+}
+
+fn clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    kiln::oci::rfc3339(now)[11..19].to_owned()
+}
+
+fn remember_total(totals: &Mutex<HashMap<String, usize>>, event: &Event) -> HashMap<String, usize> {
+    let mut totals = totals.lock().expect("no reporter call panics");
+    if let Event::BuildStarted { build, stages, .. } = event {
+        totals.insert(build.clone(), *stages);
+    }
+    totals.clone()
+}
+
+/// Timestamped lines on stdout, for logs and pipes.
+#[derive(Default)]
+pub struct Plain {
+    totals: Mutex<HashMap<String, usize>>,
+}
+
+impl Reporter for Plain {
+    fn report(&self, event: Event) {
+        let totals = remember_total(&self.totals, &event);
+        if let Some(text) = line(&event, &totals) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{} {text}", clock());
+        }
+    }
+}
+
+/// One JSON object a line on stdout.
+pub struct Json;
+
+impl Reporter for Json {
+    fn report(&self, event: Event) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&event).expect("events always serialize")
+        );
+    }
+}
+
+/// A progress bar a build, with the output and finished stages above them.
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    totals: Mutex<HashMap<String, usize>>,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        Self {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            totals: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Reporter for Bars {
+    fn report(&self, event: Event) {
+        let totals = remember_total(&self.totals, &event);
+        let mut bars = self.bars.lock().expect("no reporter call panics");
+        let build = event.build().to_owned();
+        let bar = bars.entry(build.clone()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                    .expect("a valid template"),
+            );
+            bar.set_prefix(build.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        match &event {
+            Event::StageStarted {
+                stage,
+                kind,
+                summary,
+                ..
+            } => {
+                let total = totals.get(&build).copied().unwrap_or(1).saturating_sub(1);
+                bar.set_message(format!("[{stage}/{total}] {kind}: {summary}"));
+            }
+            Event::BakeStarted { stage, .. } => bar.set_message(format!("[{stage}] baking layer")),
+            Event::BakeProgress { stage, bytes, .. } => {
+                let rate = bar.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "[{stage}] baking layer: {} ({}/s)",
+                    human_bytes(*bytes),
+                    human_bytes((*bytes as f64 / rate) as u64)
+                ));
+            }
+            Event::TestStarted { name, .. } => bar.set_message(format!("test `{name}`")),
+            Event::ImageStored { .. } | Event::BuildFailed { .. } => {
+                if let Some(text) = line(&event, &totals) {
+                    let _ = self.multi.println(text);
+                }
+                bar.finish_and_clear();
+                bars.remove(&build);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(text) = line(&event, &totals) {
+            let _ = self.multi.println(text);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Writing a stored image out in other forms: an OCI image layout, an OCI
+//! archive (that layout as one tar), or the flattened root as a tarball.
+//!
+//! Every output is made next to its final path and renamed into place, so
+//! an interrupted export leaves nothing half-written.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::bake::{TreeOptions, gzip::ParallelGzip};
+use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::sources::tarball::{Compression, decompress};
+use crate::store::{ImageEntry, Store, StoreError};
+use crate::unpack::{self, UnpackError, Whiteouts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{} exists already; kiln does not overwrite it", .0.display())]
+    Exists(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("failed to apply layer {digest}")]
+    Unpack {
+        digest: crate::reference::Digest,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("layer {0} has a media type kiln cannot read")]
+    MediaType(String),
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> ExportError + 'a {
+    move |source| ExportError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn refuse_existing(path: &Path) -> Result<(), ExportError> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(ExportError::Exists(path.to_owned()));
+    }
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The compression of a layer, from its media type.
+pub fn layer_compression(media_type: &str) -> Option<Compression> {
+    match media_type {
+        oci::MEDIA_TYPE_LAYER_GZIP | oci::DOCKER_MEDIA_TYPE_LAYER_GZIP => Some(Compression::Gzip),
+        oci::MEDIA_TYPE_LAYER_TAR => Some(Compression::None),
+        oci::MEDIA_TYPE_LAYER_ZSTD => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
+/// Writes an OCI image layout holding just this image at `destination`.
+pub fn oci_layout(
+    store: &Store,
+    entry: &ImageEntry,
+    destination: &Path,
+) -> Result<(), ExportError> {
+    refuse_existing(destination)?;
+    let parent = parent_of(destination);
+    let staging = tempfile::Builder::new()
+        .prefix(".kiln-export-")
+        .tempdir_in(&parent)
+        .map_err(io_error("create a folder in", &parent))?;
+    write_layout(store, entry, staging.path())?;
+    fs::rename(staging.path(), destination).map_err(io_error("create", destination))?;
+    let _ = staging.keep();
+    Ok(())
+}
+
+/// Writes the layout as one tar file (an OCI archive) at `destination`.
+pub fn oci_archive(
+    store: &Store,
+    entry: &ImageEntry,
+    destination: &Path,
+) -> Result<(), ExportError> {
+    refuse_existing(destination)?;
+    let parent = parent_of(destination);
+    let staging = tempfile::Builder::new()
+        .prefix(".kiln-export-")
+        .tempdir_in(&parent)
+        .map_err(io_error("create a folder in", &parent))?;
+    write_layout(store, entry, staging.path())?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".kiln-export-")
+        .tempfile_in(&parent)
+        .map_err(io_error("create a file in", &parent))?;
+    let options = TreeOptions {
+        epoch: 0,
+        overlay_upper: false,
+    };
+    let writer = crate::bake::tar::write_tree(
+        staging.path(),
+        io::BufWriter::new(file.as_file_mut()),
+        options,
+    )
+    .map_err(io_error("write", destination))?;
+    writer
+        .into_inner()
+        .map_err(|error| io_error("write", destination)(error.into_error()))?;
+    finish_file(file, destination)
+}
+
+fn finish_file(file: tempfile::NamedTempFile, destination: &Path) -> Result<(), ExportError> {
+    file.as_file()
+        .sync_all()
+        .map_err(io_error("sync", destination))?;
+    let permissions = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    file.as_file()
+        .set_permissions(permissions)
+        .map_err(io_error("set permissions of", destination))?;
+    file.persist_noclobber(destination)
+        .map_err(|error| ExportError::Io {
+            action: "create",
+            path: destination.to_owned(),
+            source: error.error,
+        })?;
+    Ok(())
+}
+
+fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), ExportError> {
+    let manifest: Manifest = store.manifest(entry)?;
+    let blobs = root.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io_error("create", &blobs))?;
+    let descriptors = [entry.manifest.clone(), manifest.config.clone()]
+        .into_iter()
+        .chain(manifest.layers.iter().cloned());
+    for descriptor in descriptors {
+        let target = blobs.join(descriptor.digest.hex());
+        if target.exists() {
+            continue;
+        }
+        let mut reader = store.open_blob(&descriptor.digest, Some(descriptor.size))?;
+        let mut file = fs::File::create(&target).map_err(io_error("create", &target))?;
+        io::copy(&mut reader, &mut file).map_err(|error| StoreError::Damaged {
+            digest: descriptor.digest.clone(),
+            reason: error.to_string(),
+        })?;
+    }
+    fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(io_error("write", root))?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        oci::ANNOTATION_REF_NAME.to_owned(),
+        format!("{}:{}", entry.name, entry.version),
+    );
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_INDEX.to_owned()),
+        manifests: vec![Descriptor {
+            annotations,
+            ..entry.manifest.clone()
+        }],
+    };
+    fs::write(root.join("index.json"), oci::to_canonical_json(&index))
+        .map_err(io_error("write", root))?;
+    Ok(())
+}
+
+/// Applies every layer of the image, in order, into the empty folder `root`.
+pub fn flatten(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), ExportError> {
+    let manifest = store.manifest(entry)?;
+    for layer in &manifest.layers {
+        let compression = layer_compression(&layer.media_type)
+            .ok_or_else(|| ExportError::MediaType(layer.media_type.clone()))?;
+        let blob = store.open_blob(&layer.digest, Some(layer.size))?;
+        let mut reader = decompress(blob, compression)
+            .map_err(io_error("read", &store.blob_path(&layer.digest)))?;
+        unpack::unpack(&mut reader, root, Whiteouts::Apply).map_err(|source| {
+            ExportError::Unpack {
+                digest: layer.digest.clone(),
+                source,
+            }
+        })?;
+        io::copy(&mut reader, &mut io::sink()).map_err(|error| StoreError::Damaged {
+            digest: layer.digest.clone(),
+            reason: error.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes the flattened root as a deterministic tar.gz at `destination`,
+/// using `scratch` (a folder on a filesystem that keeps owners and devices)
+/// to unpack it.
+pub fn rootfs(
+    store: &Store,
+    entry: &ImageEntry,
+    destination: &Path,
+    scratch: &Path,
+    epoch: u64,
+) -> Result<(), ExportError> {
+    refuse_existing(destination)?;
+    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
+    let root = tempfile::Builder::new()
+        .prefix("flatten-")
+        .tempdir_in(scratch)
+        .map_err(io_error("create a folder in", scratch))?;
+    flatten(store, entry, root.path())?;
+    let parent = parent_of(destination);
+    let file = tempfile::Builder::new()
+        .prefix(".kiln-export-")
+        .tempfile_in(&parent)
+        .map_err(io_error("create a file in", &parent))?;
+    let handle = file.reopen().map_err(io_error("open", file.path()))?;
+    let gzip = ParallelGzip::new(
+        io::BufWriter::new(handle),
+        crate::bake::compression_threads(),
+    )
+    .map_err(io_error("write", destination))?;
+    let options = TreeOptions {
+        epoch,
+        overlay_upper: false,
+    };
+    let gzip = crate::bake::tar::write_tree(root.path(), gzip, options)
+        .map_err(io_error("write", destination))?;
+    let mut buffered = gzip.finish().map_err(io_error("write", destination))?;
+    buffered.flush().map_err(io_error("write", destination))?;
+    drop(buffered);
+    finish_file(file, destination)
+}

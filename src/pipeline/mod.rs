@@ -1,0 +1,983 @@
+//! The build pipeline: from a checked [`Template`] to an image in the store.
+//!
+//! Stages run in order: the source (stage 0), then each provisioner. Every
+//! provisioner runs on a fresh overlayfs upper directory above the layers
+//! so far; what it changed is baked into that stage's layer. Tests run on
+//! the finished root, read-only. Only then are the config and manifest
+//! written and the version tagged. The work folder (uppers, mounts) is
+//! removed however the build ends; with `--on-error abort` the failed
+//! stage's root is first copied out for inspection.
+
+pub mod reporter;
+mod workdir;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::bake::{self, BakeError, TreeOptions};
+use crate::image_test::ImageTest;
+use crate::oci::{self, ContainerConfig, Descriptor, History, ImageConfig, Manifest, RootFs};
+use crate::provisioners::Provisioner;
+use crate::provisioners::shell::{ShellBody, ShellSpec};
+use crate::redact::Redactor;
+use crate::reference::{Digest, ImageRef};
+use crate::sandbox::{self, Outcome, Overlay, SandboxError, Spec, Task};
+use crate::sources::Source;
+use crate::store::{Store, StoreError, Tagged};
+use crate::template::Template;
+use crate::unpack::{self, UnpackError, Whiteouts};
+use reporter::{Event, Reporter, StageResult};
+use workdir::WorkDir;
+
+/// What to do with a failed build's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    #[default]
+    Cleanup,
+    /// Copy the failed stage's root to `$KILN_HOME/failed/` first.
+    Abort,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// `$KILN_HOME`: the store, the cache and work folders live there.
+    pub home: PathBuf,
+    /// `SOURCE_DATE_EPOCH`: the creation time, and the clamp for mtimes.
+    pub epoch: u64,
+    pub on_error: OnError,
+}
+
+/// A stored image.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub reference: String,
+    pub digest: Digest,
+    pub manifest: Manifest,
+    /// The same version with the same digest was stored already.
+    pub unchanged: bool,
+}
+
+/// Lines of output kept for the error of a failed stage.
+const TAIL_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{stage} ({kind}) failed: {reason}")]
+    Stage {
+        stage: String,
+        kind: &'static str,
+        reason: String,
+        output: Vec<String>,
+        kept: Option<PathBuf>,
+    },
+    #[error("test `{name}` failed: {reason}")]
+    Test {
+        name: String,
+        reason: String,
+        output: Vec<String>,
+    },
+    #[error("build cancelled")]
+    Cancelled,
+    #[error("source ({kind}): {reason}")]
+    Source { kind: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bake(#[from] BakeError),
+    #[error("failed to unpack {what}")]
+    Unpack {
+        what: String,
+        #[source]
+        source: UnpackError,
+    },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BuildError {
+    pub fn is_version_conflict(&self) -> bool {
+        matches!(self, BuildError::Store(StoreError::VersionConflict { .. }))
+    }
+
+    /// The last lines a failed command printed, if any.
+    pub fn output(&self) -> &[String] {
+        match self {
+            BuildError::Stage { output, .. } | BuildError::Test { output, .. } => output,
+            _ => &[],
+        }
+    }
+
+    /// Where `--on-error abort` kept the failed stage's root.
+    pub fn kept_root(&self) -> Option<&Path> {
+        match self {
+            BuildError::Stage { kept, .. } => kept.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildError + 'a {
+    move |source| BuildError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Builds `template` into the store under `options.home`.
+pub fn build(
+    template: &Template,
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+    cancelled: &AtomicBool,
+) -> Result<Built, BuildError> {
+    let name = format!("{}:{}", template.image.name, template.image.version);
+    let result = Build::new(template, options, reporter, cancelled, name.clone())
+        .and_then(|mut build| build.run());
+    if let Err(error) = &result {
+        reporter.report(Event::BuildFailed {
+            build: name,
+            error: crate::redact::Redactor::new(&template.variables)
+                .redact(&error_chain(error))
+                .into_owned(),
+        });
+    }
+    result
+}
+
+/// `error: cause: cause`, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Everything a running build needs, in one place.
+struct Build<'a> {
+    template: &'a Template,
+    options: &'a BuildOptions,
+    reporter: &'a dyn Reporter,
+    cancelled: &'a AtomicBool,
+    name: String,
+    store: Store,
+    work: WorkDir,
+    redactor: Redactor,
+    started: Instant,
+    /// Lower directories so far, bottom first, relative to the work folder.
+    lowers: Vec<String>,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<Digest>,
+    history: Vec<History>,
+    /// The base image's digest and reference, for an `image` source.
+    parent: Option<(Digest, String)>,
+}
+
+impl<'a> Build<'a> {
+    fn new(
+        template: &'a Template,
+        options: &'a BuildOptions,
+        reporter: &'a dyn Reporter,
+        cancelled: &'a AtomicBool,
+        name: String,
+    ) -> Result<Self, BuildError> {
+        let store = Store::open(&options.home.join("store"))?;
+        let work = WorkDir::create(&options.home)
+            .map_err(io_error("create a work folder in", &options.home))?;
+        Ok(Self {
+            template,
+            options,
+            reporter,
+            cancelled,
+            name,
+            store,
+            work,
+            redactor: template.redactor(),
+            started: Instant::now(),
+            lowers: Vec::new(),
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            history: Vec::new(),
+            parent: None,
+        })
+    }
+
+    fn run(&mut self) -> Result<Built, BuildError> {
+        self.reporter.report(Event::BuildStarted {
+            build: self.name.clone(),
+            template: self.template.path.display().to_string(),
+            stages: 1 + self.template.provisioners.len(),
+            tests: self.template.tests.len(),
+        });
+        self.source()?;
+        for (index, provisioner) in self.template.provisioners.iter().enumerate() {
+            self.check_cancelled()?;
+            self.provision(index + 1, provisioner)?;
+        }
+        for test in &self.template.tests {
+            self.check_cancelled()?;
+            self.test(test)?;
+        }
+        self.check_cancelled()?;
+        self.store_image()
+    }
+
+    fn check_cancelled(&self) -> Result<(), BuildError> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(BuildError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// A summary for history and progress: redacted, with paths relative
+    /// to the template so the image does not depend on where it was built.
+    fn describe(&self, text: &str) -> String {
+        let dir = self
+            .template
+            .path
+            .parent()
+            .map(|dir| format!("{}/", dir.display()))
+            .unwrap_or_default();
+        self.redactor.redact(&text.replace(&dir, "")).into_owned()
+    }
+
+    fn stage_started(&self, stage: usize, name: &str, kind: &str, summary: &str) {
+        self.reporter.report(Event::StageStarted {
+            build: self.name.clone(),
+            stage,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            summary: self.describe(summary),
+        });
+    }
+
+    fn stage_finished(&self, stage: usize, started: Instant, result: StageResult) {
+        self.reporter.report(Event::StageFinished {
+            build: self.name.clone(),
+            stage,
+            seconds: started.elapsed().as_secs_f64(),
+            result,
+        });
+    }
+
+    fn created(&self) -> String {
+        oci::rfc3339(self.options.epoch)
+    }
+
+    // ---- the source ----------------------------------------------------
+
+    fn source(&mut self) -> Result<(), BuildError> {
+        let source = &self.template.source;
+        let started = Instant::now();
+        self.stage_started(0, "source", source.kind(), &source.summary());
+        let kind = source.kind();
+        let created_by = self.describe(&format!("kiln source {kind}: {}", source.summary()));
+        let result = match source {
+            Source::Scratch => {
+                self.history.push(History {
+                    created: Some(self.created()),
+                    created_by: Some(created_by),
+                    comment: Some("source".to_owned()),
+                    empty_layer: true,
+                });
+                StageResult::Empty
+            }
+            Source::Image(image) => self.base_image(&image.reference)?,
+            Source::Tarball(tarball) => {
+                let root = self
+                    .work
+                    .fresh_dir("source")
+                    .map_err(io_error("create", self.work.path()))?;
+                self.unpack_tarball(tarball, &root)?;
+                self.bake_stage(0, "source", created_by, false)?
+            }
+            Source::Directory(directory) => {
+                let root = self
+                    .work
+                    .fresh_dir("source")
+                    .map_err(io_error("create", self.work.path()))?;
+                copy_directory(&directory.path, &root)?;
+                self.bake_stage(0, "source", created_by, false)?
+            }
+            Source::Debootstrap(debootstrap) => {
+                let root = self
+                    .work
+                    .fresh_dir("source")
+                    .map_err(io_error("create", self.work.path()))?;
+                self.debootstrap(debootstrap, &root)?;
+                self.bake_stage(0, "source", created_by, false)?
+            }
+        };
+        self.stage_finished(0, started, result);
+        Ok(())
+    }
+
+    fn unpack_tarball(
+        &self,
+        tarball: &crate::sources::tarball::TarballSource,
+        root: &Path,
+    ) -> Result<(), BuildError> {
+        let source_error = |reason: String| BuildError::Source {
+            kind: "tarball",
+            reason,
+        };
+        if !tarball.path.is_file() {
+            return Err(source_error(format!(
+                "{} does not exist",
+                tarball.path.display()
+            )));
+        }
+        if let Some(expected) = &tarball.sha256 {
+            let (actual, _) = crate::hashing::digest_file(&tarball.path)
+                .map_err(io_error("read", &tarball.path))?;
+            if &actual != expected {
+                return Err(source_error(format!(
+                    "{} has sha256 {actual}, but the template pins {expected}",
+                    tarball.path.display()
+                )));
+            }
+        }
+        let file = std::fs::File::open(&tarball.path).map_err(io_error("open", &tarball.path))?;
+        let mut reader = crate::sources::tarball::decompress(file, tarball.compression)
+            .map_err(io_error("read", &tarball.path))?;
+        unpack::unpack(&mut reader, root, Whiteouts::Literal).map_err(|source| {
+            BuildError::Unpack {
+                what: tarball.path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(())
+    }
+
+    fn debootstrap(
+        &self,
+        source: &crate::sources::debootstrap::DebootstrapSource,
+        root: &Path,
+    ) -> Result<(), BuildError> {
+        let argv = crate::sources::debootstrap::command(source, root).map_err(|reason| {
+            BuildError::Source {
+                kind: "debootstrap",
+                reason,
+            }
+        })?;
+        let spec = Spec {
+            base: self.work.path().to_owned(),
+            overlay: None,
+            task: Task::Host {
+                argv,
+                env: vec![(
+                    "SOURCE_DATE_EPOCH".to_owned(),
+                    self.options.epoch.to_string(),
+                )],
+                cwd: self.work.path().to_owned(),
+            },
+        };
+        let (outcome, output) =
+            self.sandboxed(&spec, None, &mut |build, line| Event::StageOutput {
+                build,
+                stage: 0,
+                line,
+            })?;
+        match outcome {
+            Outcome::Exited(0) => Ok(()),
+            outcome => Err(BuildError::Stage {
+                stage: "source".to_owned(),
+                kind: "debootstrap",
+                reason: outcome_reason(outcome, None),
+                output,
+                kept: None,
+            }),
+        }
+    }
+
+    fn base_image(&mut self, reference: &ImageRef) -> Result<StageResult, BuildError> {
+        let ImageRef::Store(reference) = reference else {
+            return Err(BuildError::Source {
+                kind: "image",
+                reason: format!(
+                    "{reference} is on a registry; pulling a base image is not implemented yet: kiln pull it first"
+                ),
+            });
+        };
+        let entry = self.store.resolve(reference)?;
+        let manifest = self.store.manifest(&entry)?;
+        let config = self.store.config(&manifest)?;
+        if manifest.layers.len() != config.rootfs.diff_ids.len() {
+            return Err(BuildError::Source {
+                kind: "image",
+                reason: format!(
+                    "{reference} has {} layers but {} diff ids",
+                    manifest.layers.len(),
+                    config.rootfs.diff_ids.len()
+                ),
+            });
+        }
+        for (index, (layer, diff_id)) in manifest
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .enumerate()
+        {
+            let tree = self.layer_tree(layer, diff_id)?;
+            let link = format!("base{index}");
+            std::os::unix::fs::symlink(&tree, self.work.path().join(&link))
+                .map_err(io_error("link", &tree))?;
+            self.lowers.push(link);
+        }
+        self.layers = manifest.layers.clone();
+        self.diff_ids = config.rootfs.diff_ids.clone();
+        self.history = config.history.clone();
+        self.parent = Some((entry.manifest.digest.clone(), reference.to_string()));
+        Ok(StageResult::Base {
+            layers: manifest.layers.len(),
+        })
+    }
+
+    /// The unpacked tree of a stored layer, made once and shared by builds
+    /// under `$KILN_HOME/cache/layers/`, usable as an overlay lower.
+    fn layer_tree(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
+        let layers = self.options.home.join("cache/layers");
+        let done = layers.join(diff_id.hex());
+        if done.join("tree").is_dir() {
+            return Ok(done.join("tree"));
+        }
+        std::fs::create_dir_all(&layers).map_err(io_error("create", &layers))?;
+        let partial = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempdir_in(&layers)
+            .map_err(io_error("create a folder in", &layers))?;
+        let tree = partial.path().join("tree");
+        std::fs::create_dir(&tree).map_err(io_error("create", &tree))?;
+        let blob = self.store.open_blob(&layer.digest, Some(layer.size))?;
+        let decompressed =
+            crate::sources::tarball::decompress(blob, layer_compression(&layer.media_type)?)
+                .map_err(io_error("read layer", &self.store.blob_path(&layer.digest)))?;
+        let mut verified =
+            crate::hashing::VerifyingReader::new(decompressed, diff_id.clone(), None);
+        unpack::unpack(&mut verified, &tree, Whiteouts::ToOverlay).map_err(|source| {
+            BuildError::Unpack {
+                what: format!("layer {}", layer.digest),
+                source,
+            }
+        })?;
+        // Read to the end, so both digests are checked.
+        io::copy(&mut verified, &mut io::sink()).map_err(|error| {
+            BuildError::Store(StoreError::Damaged {
+                digest: layer.digest.clone(),
+                reason: error.to_string(),
+            })
+        })?;
+        match std::fs::rename(partial.path(), &done) {
+            Ok(()) => {
+                let _ = partial.keep();
+            }
+            // Another build unpacked the same layer meanwhile: use theirs.
+            Err(_) if done.join("tree").is_dir() => {}
+            Err(error) => return Err(io_error("store", &done)(error)),
+        }
+        Ok(done.join("tree"))
+    }
+
+    // ---- provisioners ----------------------------------------------------
+
+    fn provision(&mut self, stage: usize, provisioner: &Provisioner) -> Result<(), BuildError> {
+        let started = Instant::now();
+        let name = format!("provisioner[{}]", stage - 1);
+        let kind = provisioner.kind();
+        self.stage_started(stage, &name, kind, &provisioner.summary());
+        let upper = format!("upper{stage}");
+        let max_retries = match provisioner {
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.max_retries,
+            Provisioner::File(_) => 0,
+        };
+        let mut attempt = 0;
+        loop {
+            self.work
+                .fresh_dir(&upper)
+                .map_err(io_error("create", self.work.path()))?;
+            self.work
+                .fresh_dir(&format!("work{stage}"))
+                .map_err(io_error("create", self.work.path()))?;
+            self.work
+                .fresh_dir("merged")
+                .map_err(io_error("create", self.work.path()))?;
+            match self.run_provisioner(stage, &name, provisioner) {
+                Ok(()) => break,
+                Err(BuildError::Stage { reason, .. })
+                    if attempt < max_retries && !self.cancelled.load(Ordering::SeqCst) =>
+                {
+                    attempt += 1;
+                    self.reporter.report(Event::StageRetry {
+                        build: self.name.clone(),
+                        stage,
+                        attempt,
+                        reason,
+                    });
+                }
+                Err(mut error) => {
+                    if self.options.on_error == OnError::Abort
+                        && let BuildError::Stage { kept, .. } = &mut error
+                    {
+                        *kept = Some(self.keep_failed_root(&upper)?);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let created_by = self.describe(&format!("kiln {kind}: {}", history_text(provisioner)));
+        let result = self.bake_stage(stage, &name, created_by, true)?;
+        self.stage_finished(stage, started, result);
+        Ok(())
+    }
+
+    fn overlay(&self, upper: Option<String>, stage: usize) -> Overlay {
+        Overlay {
+            lowers: self.lowers.iter().rev().cloned().collect(),
+            upper: upper.map(|upper| (upper, format!("work{stage}"))),
+            merged: "merged".to_owned(),
+        }
+    }
+
+    fn run_provisioner(
+        &self,
+        stage: usize,
+        name: &str,
+        provisioner: &Provisioner,
+    ) -> Result<(), BuildError> {
+        let overlay = self.overlay(Some(format!("upper{stage}")), stage);
+        let base = self.work.path().to_owned();
+        let failed =
+            |outcome: Outcome, timeout: Option<Duration>, output: Vec<String>| BuildError::Stage {
+                stage: name.to_owned(),
+                kind: provisioner.kind(),
+                reason: outcome_reason(outcome, timeout),
+                output,
+                kept: None,
+            };
+        let mut emit = |build, line| Event::StageOutput { build, stage, line };
+        match provisioner {
+            Provisioner::File(file) => {
+                let spec = Spec {
+                    base,
+                    overlay: Some(overlay),
+                    task: Task::CopyIn(file.into()),
+                };
+                match self.sandboxed(&spec, None, &mut emit)? {
+                    (Outcome::Exited(0), _) => Ok(()),
+                    (outcome, output) => Err(failed(outcome, None, output)),
+                }
+            }
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => {
+                let local = matches!(provisioner, Provisioner::ShellLocal(_));
+                for task in shell_tasks(
+                    spec,
+                    local,
+                    self.template.path.parent().unwrap_or(Path::new("/")),
+                ) {
+                    let spec_run = Spec {
+                        base: base.clone(),
+                        overlay: Some(overlay.clone()),
+                        task,
+                    };
+                    let timeout = spec.timeout.map(|timeout| timeout.as_std());
+                    match self.sandboxed(&spec_run, timeout, &mut emit)? {
+                        (Outcome::Exited(0), _) => {}
+                        (outcome, output) => return Err(failed(outcome, timeout, output)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Copies the failed stage's root (its lowers and partial upper) to
+    /// `$KILN_HOME/failed/NAME-VERSION-TIME/` for `--on-error abort`.
+    fn keep_failed_root(&self, upper: &str) -> Result<PathBuf, BuildError> {
+        let failed = self.options.home.join("failed");
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let destination = failed.join(format!(
+            "{}-{}-{stamp}",
+            self.template.image.name.as_str().replace('/', "_"),
+            self.template.image.version
+        ));
+        std::fs::create_dir_all(&destination).map_err(io_error("create", &destination))?;
+        let mut lowers: Vec<String> = self.lowers.iter().rev().cloned().collect();
+        lowers.insert(0, upper.to_owned());
+        let spec = Spec {
+            base: self.work.path().to_owned(),
+            overlay: Some(Overlay {
+                lowers,
+                upper: None,
+                merged: "merged".to_owned(),
+            }),
+            task: Task::Flatten {
+                destination: destination.clone(),
+            },
+        };
+        match self.sandboxed(&spec, None, &mut |build, line| Event::StageOutput {
+            build,
+            stage: 0,
+            line,
+        })? {
+            (Outcome::Exited(0), _) => Ok(destination),
+            (outcome, output) => Err(BuildError::Stage {
+                stage: "keeping the failed root".to_owned(),
+                kind: "flatten",
+                reason: outcome_reason(outcome, None),
+                output,
+                kept: None,
+            }),
+        }
+    }
+
+    /// Bakes the stage's upper (or the source's root) into a layer, or
+    /// records an empty history entry when nothing changed.
+    fn bake_stage(
+        &mut self,
+        stage: usize,
+        name: &str,
+        created_by: String,
+        overlay_upper: bool,
+    ) -> Result<StageResult, BuildError> {
+        let dir_name = if overlay_upper {
+            format!("upper{stage}")
+        } else {
+            "source".to_owned()
+        };
+        let dir = self.work.path().join(&dir_name);
+        let empty = bake::is_empty_tree(&dir).map_err(io_error("read", &dir))?;
+        let mut history = History {
+            created: Some(self.created()),
+            created_by: Some(created_by),
+            comment: Some(name.to_owned()),
+            empty_layer: empty,
+        };
+        if empty {
+            self.history.push(history);
+            return Ok(StageResult::Empty);
+        }
+        self.reporter.report(Event::BakeStarted {
+            build: self.name.clone(),
+            stage,
+        });
+        let options = TreeOptions {
+            epoch: self.options.epoch,
+            overlay_upper,
+        };
+        let build = self.name.clone();
+        let reporter = self.reporter;
+        let mut report = |bytes| {
+            reporter.report(Event::BakeProgress {
+                build: build.clone(),
+                stage,
+                bytes,
+            })
+        };
+        let layer = bake::bake_layer(&self.store, &dir, options, &mut report)?;
+        history.empty_layer = false;
+        self.history.push(history);
+        self.lowers.push(dir_name);
+        self.diff_ids.push(layer.diff_id);
+        let result = StageResult::Layer {
+            digest: layer.descriptor.digest.clone(),
+            size: layer.descriptor.size,
+        };
+        self.layers.push(layer.descriptor);
+        Ok(result)
+    }
+
+    // ---- tests ------------------------------------------------------------
+
+    fn test(&self, test: &ImageTest) -> Result<(), BuildError> {
+        let started = Instant::now();
+        self.reporter.report(Event::TestStarted {
+            build: self.name.clone(),
+            name: test.name.clone(),
+        });
+        self.work
+            .fresh_dir("merged")
+            .map_err(io_error("create", self.work.path()))?;
+        let shell = ShellSpec {
+            body: test.body.clone(),
+            env: test.env.clone(),
+            shell: "/bin/sh".to_owned(),
+            timeout: test.timeout,
+            max_retries: 0,
+            workdir: None,
+            cache: true,
+        };
+        let timeout = test.timeout.map(|timeout| timeout.as_std());
+        let mut result = Ok(());
+        for task in shell_tasks(&shell, false, Path::new("/")) {
+            let spec = Spec {
+                base: self.work.path().to_owned(),
+                overlay: Some(self.overlay(None, 0)),
+                task,
+            };
+            let name = test.name.clone();
+            let (outcome, output) =
+                self.sandboxed(&spec, timeout, &mut |build, line| Event::TestOutput {
+                    build,
+                    name: name.clone(),
+                    line,
+                })?;
+            if outcome != Outcome::Exited(0) {
+                result = Err(BuildError::Test {
+                    name: test.name.clone(),
+                    reason: outcome_reason(outcome, timeout),
+                    output,
+                });
+                break;
+            }
+        }
+        self.reporter.report(Event::TestFinished {
+            build: self.name.clone(),
+            name: test.name.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            passed: result.is_ok(),
+        });
+        result
+    }
+
+    // ---- the image ----------------------------------------------------------
+
+    fn store_image(&mut self) -> Result<Built, BuildError> {
+        let image = &self.template.image;
+        let config = ImageConfig {
+            created: Some(self.created()),
+            architecture: oci::host_architecture().to_owned(),
+            os: "linux".to_owned(),
+            config: ContainerConfig {
+                user: image.user.clone(),
+                env: image
+                    .env
+                    .iter()
+                    .map(|entry| self.redactor.redact(entry).into_owned())
+                    .collect(),
+                entrypoint: image.entrypoint.clone(),
+                cmd: image.cmd.clone(),
+                working_dir: image.workdir.clone(),
+                labels: image.labels.clone(),
+            },
+            rootfs: RootFs {
+                kind: "layers".to_owned(),
+                diff_ids: self.diff_ids.clone(),
+            },
+            history: self.history.clone(),
+        };
+        let config_descriptor = self
+            .store
+            .put_bytes(oci::MEDIA_TYPE_CONFIG, &oci::to_canonical_json(&config))?;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            oci::ANNOTATION_VERSION.to_owned(),
+            image.version.to_string(),
+        );
+        annotations.insert(oci::ANNOTATION_CREATED.to_owned(), self.created());
+        annotations.insert(oci::ANNOTATION_TITLE.to_owned(), image.name.to_string());
+        if let Some(description) = &image.description {
+            annotations.insert(
+                oci::ANNOTATION_DESCRIPTION.to_owned(),
+                self.redactor.redact(description).into_owned(),
+            );
+        }
+        annotations.insert(
+            oci::ANNOTATION_TEMPLATE_DIGEST.to_owned(),
+            self.template.digest.to_string(),
+        );
+        if let Some((digest, reference)) = &self.parent {
+            annotations.insert(oci::ANNOTATION_PARENT_DIGEST.to_owned(), digest.to_string());
+            annotations.insert(oci::ANNOTATION_BASE_DIGEST.to_owned(), digest.to_string());
+            annotations.insert(oci::ANNOTATION_BASE_NAME.to_owned(), reference.clone());
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: oci::MEDIA_TYPE_MANIFEST.to_owned(),
+            config: config_descriptor,
+            layers: self.layers.clone(),
+            annotations,
+        };
+        let descriptor = self
+            .store
+            .put_bytes(oci::MEDIA_TYPE_MANIFEST, &oci::to_canonical_json(&manifest))?;
+        let tagged = self.store.tag(&image.name, &image.version, &descriptor)?;
+        let built = Built {
+            reference: self.name.clone(),
+            digest: descriptor.digest.clone(),
+            manifest,
+            unchanged: tagged == Tagged::AlreadyStored,
+        };
+        self.reporter.report(Event::ImageStored {
+            build: self.name.clone(),
+            reference: built.reference.clone(),
+            digest: built.digest.clone(),
+            unchanged: built.unchanged,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+        Ok(built)
+    }
+
+    /// Runs a sandbox task, reporting its output lines (redacted) and
+    /// keeping the last few for an error message.
+    fn sandboxed(
+        &self,
+        spec: &Spec,
+        timeout: Option<Duration>,
+        event: &mut dyn FnMut(String, String) -> Event,
+    ) -> Result<(Outcome, Vec<String>), BuildError> {
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
+        let outcome = sandbox::run(spec, timeout, self.cancelled, &mut |line| {
+            let line = self.redactor.redact(line).into_owned();
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+            self.reporter.report(event(self.name.clone(), line));
+        })?;
+        if outcome == Outcome::Cancelled {
+            return Err(BuildError::Cancelled);
+        }
+        Ok((outcome, tail.into()))
+    }
+}
+
+fn outcome_reason(outcome: Outcome, timeout: Option<Duration>) -> String {
+    match outcome {
+        Outcome::Exited(code) => format!("exited with code {code}"),
+        Outcome::TimedOut => format!(
+            "timed out after {}",
+            timeout.map_or_else(
+                || "its timeout".to_owned(),
+                |timeout| format!("{}s", timeout.as_secs_f64())
+            )
+        ),
+        Outcome::Cancelled => "cancelled".to_owned(),
+    }
+}
+
+/// The sandbox tasks of a shell stage: one for inline commands (run with
+/// `-e`, stopping at the first failure), or one per script.
+fn shell_tasks(spec: &ShellSpec, local: bool, template_dir: &Path) -> Vec<Task> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if !local {
+        env.push((
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ));
+        env.push(("HOME".to_owned(), "/root".to_owned()));
+    }
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
+    let runs: Vec<(Vec<String>, Vec<(PathBuf, String)>)> = match &spec.body {
+        ShellBody::Inline(commands) => vec![(
+            vec![
+                spec.shell.clone(),
+                "-e".to_owned(),
+                "-c".to_owned(),
+                commands.join("\n"),
+            ],
+            Vec::new(),
+        )],
+        ShellBody::Scripts(scripts) => scripts
+            .iter()
+            .enumerate()
+            .map(|(index, script)| {
+                if local {
+                    (
+                        vec![spec.shell.clone(), script.display().to_string()],
+                        Vec::new(),
+                    )
+                } else {
+                    let name = format!("kiln-script-{index}");
+                    (
+                        vec![spec.shell.clone(), format!("/tmp/{name}")],
+                        vec![(script.clone(), name)],
+                    )
+                }
+            })
+            .collect(),
+    };
+    runs.into_iter()
+        .map(|(argv, scripts)| {
+            if local {
+                Task::Host {
+                    argv,
+                    env: env.clone(),
+                    cwd: template_dir.to_owned(),
+                }
+            } else {
+                Task::Chroot {
+                    argv,
+                    env: env.clone(),
+                    workdir: spec.workdir.clone().unwrap_or_else(|| "/".to_owned()),
+                    scripts,
+                }
+            }
+        })
+        .collect()
+}
+
+/// What a provisioner's history entry says it did.
+fn history_text(provisioner: &Provisioner) -> String {
+    match provisioner {
+        Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => match &spec.body {
+            ShellBody::Inline(commands) => commands.join(" ; "),
+            ShellBody::Scripts(_) => spec.summary(),
+        },
+        Provisioner::File(file) => file.summary(),
+    }
+}
+
+fn layer_compression(media_type: &str) -> Result<crate::sources::tarball::Compression, BuildError> {
+    crate::export::layer_compression(media_type).ok_or_else(|| BuildError::Source {
+        kind: "image",
+        reason: format!("layers of media type {media_type} are not supported"),
+    })
+}
+
+/// Copies a host folder as the source root, keeping owners, modes, links
+/// and times (`cp -a`).
+fn copy_directory(source: &Path, root: &Path) -> Result<(), BuildError> {
+    if !source.is_dir() {
+        return Err(BuildError::Source {
+            kind: "directory",
+            reason: format!("{} is not a directory", source.display()),
+        });
+    }
+    let output = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(source.join("."))
+        .arg(root)
+        .output()
+        .map_err(io_error("run cp to copy", source))?;
+    if !output.status.success() {
+        return Err(BuildError::Source {
+            kind: "directory",
+            reason: format!(
+                "cp -a failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! How a build tells the world what it does: events through a [`Reporter`].
+//!
+//! The library never prints. The binary turns events into progress bars on
+//! a terminal, plain timestamped lines elsewhere, or one JSON object a line
+//! with `--json`. Every text in an event is already redacted.
+
+use serde::Serialize;
+
+use crate::reference::Digest;
+
+/// Whether a stage's layer came from a run or from the cache.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageResult {
+    /// The stage ran and changed files: one layer.
+    Layer { digest: Digest, size: u64 },
+    /// The stage ran and changed nothing: no layer.
+    Empty,
+    /// The stage's layers come from the base image.
+    Base { layers: usize },
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    BuildStarted {
+        build: String,
+        template: String,
+        stages: usize,
+        tests: usize,
+    },
+    StageStarted {
+        build: String,
+        stage: usize,
+        name: String,
+        kind: String,
+        summary: String,
+    },
+    StageOutput {
+        build: String,
+        stage: usize,
+        line: String,
+    },
+    StageRetry {
+        build: String,
+        stage: usize,
+        attempt: u32,
+        reason: String,
+    },
+    BakeStarted {
+        build: String,
+        stage: usize,
+    },
+    BakeProgress {
+        build: String,
+        stage: usize,
+        bytes: u64,
+    },
+    StageFinished {
+        build: String,
+        stage: usize,
+        seconds: f64,
+        result: StageResult,
+    },
+    TestStarted {
+        build: String,
+        name: String,
+    },
+    TestOutput {
+        build: String,
+        name: String,
+        line: String,
+    },
+    TestFinished {
+        build: String,
+        name: String,
+        seconds: f64,
+        passed: bool,
+    },
+    ImageStored {
+        build: String,
+        reference: String,
+        digest: Digest,
+        /// The same version with the same digest was stored already.
+        unchanged: bool,
+        seconds: f64,
+    },
+    BuildFailed {
+        build: String,
+        error: String,
+    },
+}
+
+impl Event {
+    /// The build (`name:version`) the event belongs to.
+    pub fn build(&self) -> &str {
+        match self {
+            Event::BuildStarted { build, .. }
+            | Event::StageStarted { build, .. }
+            | Event::StageOutput { build, .. }
+            | Event::StageRetry { build, .. }
+            | Event::BakeStarted { build, .. }
+            | Event::BakeProgress { build, .. }
+            | Event::StageFinished { build, .. }
+            | Event::TestStarted { build, .. }
+            | Event::TestOutput { build, .. }
+            | Event::TestFinished { build, .. }
+            | Event::ImageStored { build, .. }
+            | Event::BuildFailed { build, .. } => build,
+        }
+    }
+}
+
+/// Receives a build's events; shared by builds running at once.
+pub trait Reporter: Sync {
+    fn report(&self, event: Event);
+}
+
+/// A reporter that drops everything (library callers that do not care).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn report(&self, _event: Event) {}
+}
