@@ -102,7 +102,7 @@ pub fn open_dir(
     match open(components) {
         Ok(fd) => return Ok(fd),
         Err(rustix::io::Errno::NOENT) if create => {}
-        Err(error) => return Err(describe(error.into(), components)),
+        Err(error) => return Err(describe(root, error.into(), components)),
     }
     // Make the missing directories one by one, each below a resolved parent.
     let mut fd = rustix::fs::openat2(
@@ -133,30 +133,65 @@ pub fn open_dir(
                     }
                     other => other?,
                 }
-                open(&components[..depth])
-                    .map_err(|error| describe(error.into(), &components[..depth]))?
+                let made = open(&components[..depth])
+                    .map_err(|error| describe(root, error.into(), &components[..depth]))?;
+                // Not left to the umask: the mode ends up in layers and digests.
+                rustix::fs::fchmod(made.as_fd(), Mode::from_raw_mode(0o755))?;
+                made
             }
-            Err(error) => return Err(describe(error.into(), &components[..depth])),
+            Err(error) => return Err(describe(root, error.into(), &components[..depth])),
         };
     }
     Ok(fd)
 }
 
-fn describe(error: io::Error, components: &[OsString]) -> io::Error {
+fn describe(root: &OwnedFd, error: io::Error, components: &[OsString]) -> io::Error {
     let path = Path::new(&joined(components))
         .strip_prefix(".")
         .map(Path::to_owned)
         .unwrap_or_default();
-    let reason = match error.raw_os_error() {
-        Some(libc::ELOOP) => format!(
+    // O_NOFOLLOW on a symlink reports "not a directory"; say what it is.
+    let is_symlink = rustix::fs::statat(
+        root.as_fd(),
+        joined(components).as_os_str(),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .is_ok_and(|stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Symlink
+    });
+    let error = if is_symlink {
+        io::Error::from_raw_os_error(libc::ELOOP)
+    } else {
+        error
+    };
+    let escape = |reason: String| io::Error::new(error.kind(), Escape(reason));
+    match error.raw_os_error() {
+        Some(libc::ELOOP) => escape(format!(
             "`{}` is a symlink, and symlinks are not followed here",
             path.display()
-        ),
-        Some(libc::ENOTDIR) => format!("`{}` is not a directory", path.display()),
-        Some(libc::EXDEV) => format!("`{}` leads outside the root", path.display()),
-        _ => format!("`{}`: {error}", path.display()),
-    };
-    io::Error::new(error.kind(), reason)
+        )),
+        Some(libc::ENOTDIR) => escape(format!("`{}` is not a directory", path.display())),
+        Some(libc::EXDEV) => escape(format!("`{}` leads outside the root", path.display())),
+        _ => io::Error::new(error.kind(), format!("`{}`: {error}", path.display())),
+    }
+}
+
+/// A path that would leave the root, or go through something that is not a
+/// plain directory: the input is refused, not retried.
+#[derive(Debug)]
+pub struct Escape(pub String);
+
+impl std::fmt::Display for Escape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Escape {}
+
+/// Whether an error from this module is an [`Escape`].
+pub fn is_escape(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<Escape>())
 }
 
 /// What is at `name` in `dir`, without following a symlink.
@@ -187,8 +222,14 @@ pub fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )?;
+    empty_dir(&child)?;
+    Ok(rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::REMOVEDIR)?)
+}
+
+/// Removes everything inside a directory, never following a symlink.
+pub fn empty_dir(dir: &OwnedFd) -> io::Result<()> {
     let mut names = Vec::new();
-    let mut entries = rustix::fs::Dir::read_from(child.as_fd())?;
+    let mut entries = rustix::fs::Dir::read_from(dir.as_fd())?;
     while let Some(entry) = entries.read() {
         let entry = entry?;
         let entry_name = entry.file_name().to_bytes();
@@ -197,9 +238,9 @@ pub fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         }
     }
     for entry_name in names {
-        remove_at(&child, &entry_name)?;
+        remove_at(dir, &entry_name)?;
     }
-    Ok(rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::REMOVEDIR)?)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -161,36 +161,39 @@ fn write_entry<R: Read>(
         )?)),
     );
     let times = timestamps(header.mtime().unwrap_or(0));
-    let dir =
-        confined::open_dir(root, parents, Resolve::NoSymlinks, true).map_err(
-            |error| match error.raw_os_error() {
-                Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => {
-                    EntryError::Refused(error.to_string())
-                }
-                _ => EntryError::Io(error),
-            },
-        )?;
+    let dir = confined::open_dir(root, parents, Resolve::NoSymlinks, true).map_err(|error| {
+        if confined::is_escape(&error) {
+            EntryError::Refused(error.to_string())
+        } else {
+            EntryError::Io(error)
+        }
+    })?;
 
-    if whiteouts == Whiteouts::ToOverlay
+    if whiteouts != Whiteouts::Literal
         && let Some(hidden) = name.as_bytes().strip_prefix(b".wh.")
     {
-        if hidden == b".wh..opq" {
-            rustix::fs::fsetxattr(
-                dir.as_fd(),
-                "trusted.overlay.opaque",
-                b"y",
-                XattrFlags::empty(),
-            )?;
-        } else {
-            let hidden = OsStr::from_bytes(hidden);
-            confined::remove_at(&dir, hidden)?;
-            rustix::fs::mknodat(
-                dir.as_fd(),
-                hidden,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                0,
-            )?;
+        match (whiteouts, hidden == b".wh..opq") {
+            (Whiteouts::ToOverlay, true) => {
+                rustix::fs::fsetxattr(
+                    dir.as_fd(),
+                    "trusted.overlay.opaque",
+                    b"y",
+                    XattrFlags::empty(),
+                )?;
+            }
+            (Whiteouts::ToOverlay, false) => {
+                let hidden = OsStr::from_bytes(hidden);
+                confined::remove_at(&dir, hidden)?;
+                rustix::fs::mknodat(
+                    dir.as_fd(),
+                    hidden,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    0,
+                )?;
+            }
+            (_, true) => confined::empty_dir(&dir)?,
+            (_, false) => confined::remove_at(&dir, OsStr::from_bytes(hidden))?,
         }
         return Ok(None);
     }

@@ -39,7 +39,7 @@ pub fn write_tree<W: Write>(root: &Path, out: W, options: TreeOptions) -> io::Re
         options,
         hardlinks: HashMap::new(),
     };
-    writer.directory(root, &mut Vec::new())?;
+    writer.directory(root, &[])?;
     writer.builder.into_inner()
 }
 
@@ -68,7 +68,7 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 impl<W: Write> TreeWriter<W> {
-    fn directory(&mut self, dir: &Path, relative: &mut Vec<u8>) -> io::Result<()> {
+    fn directory(&mut self, dir: &Path, relative: &[u8]) -> io::Result<()> {
         for name in sorted_names(dir)? {
             let path = dir.join(&name);
             let metadata = fs::symlink_metadata(&path)?;
@@ -110,8 +110,7 @@ impl<W: Write> TreeWriter<W> {
             if opaque {
                 self.marker(&join(&entry_path, OPAQUE_WHITEOUT.as_bytes()))?;
             }
-            let mut relative = entry_path;
-            return self.directory(path, &mut relative);
+            return self.directory(path, &entry_path);
         }
         if file_type.is_symlink() {
             let target = fs::read_link(path)?;

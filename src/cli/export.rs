@@ -9,6 +9,12 @@ use kiln::store::Store;
 use super::{Exit, ExportFormat, diagnostics::error_chain};
 
 pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
+    if matches!(format, ExportFormat::Raw | ExportFormat::Qcow2) {
+        eprintln!(
+            "error: failed to export {reference}: disk exports (raw, qcow2) are not implemented yet"
+        );
+        return Exit::Failure;
+    }
     let reference: StoreRef = match reference.parse() {
         Ok(reference) => reference,
         Err(reason) => {
@@ -27,11 +33,7 @@ pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
                 let epoch = super::build::source_date_epoch().unwrap_or(0);
                 kiln::export::rootfs(&store, &entry, output, &home.join("tmp"), epoch)
             }
-            ExportFormat::Raw | ExportFormat::Qcow2 => Err(kiln::export::ExportError::Io {
-                action: "export a disk to",
-                path: output.to_owned(),
-                source: std::io::Error::other("disk exports are not implemented yet"),
-            }),
+            ExportFormat::Raw | ExportFormat::Qcow2 => unreachable!("refused above"),
         });
     match result {
         Ok(()) => {

@@ -871,6 +871,9 @@ fn outcome_reason(outcome: Outcome, timeout: Option<Duration>) -> String {
     }
 }
 
+/// A command line, and the host scripts to copy into the root's /tmp for it.
+type ScriptRun = (Vec<String>, Vec<(PathBuf, String)>);
+
 /// The sandbox tasks of a shell stage: one for inline commands (run with
 /// `-e`, stopping at the first failure), or one per script.
 fn shell_tasks(spec: &ShellSpec, local: bool, template_dir: &Path) -> Vec<Task> {
@@ -887,7 +890,7 @@ fn shell_tasks(spec: &ShellSpec, local: bool, template_dir: &Path) -> Vec<Task> 
             .iter()
             .map(|(name, value)| (name.clone(), value.clone())),
     );
-    let runs: Vec<(Vec<String>, Vec<(PathBuf, String)>)> = match &spec.body {
+    let runs: Vec<ScriptRun> = match &spec.body {
         ShellBody::Inline(commands) => vec![(
             vec![
                 spec.shell.clone(),

@@ -31,6 +31,9 @@ fn run_helper() -> Result<i32, String> {
     let spec: Spec = serde_json::from_slice(&input)
         .map_err(|error| format!("failed to read the spec: {error}"))?;
 
+    // Files a stage makes get the same modes on every machine (as Docker's RUN).
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o022) };
     // SAFETY: this process is single-threaded; nothing shares its fd table.
     let unshared = unsafe {
         libc::unshare(

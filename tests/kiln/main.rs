@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, running the real `kiln` executable
 //! against templates in temporary folders.
 
+mod build;
 mod cli;
 mod fmt;
 mod templates;

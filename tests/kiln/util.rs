@@ -109,3 +109,115 @@ pub fn toml_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Fails the test, loudly, when a tool CI installs is missing here.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(
+        found,
+        "this test needs `{tool}`: apt-get install {package} (.ci/install-deps does)"
+    );
+}
+
+/// The busybox rootfs fixture, made once per test run by the fixture script.
+pub fn busybox_tarball() -> PathBuf {
+    static TARBALL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TARBALL
+        .get_or_init(|| {
+            require_tool("busybox", "busybox-static");
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs.tar.gz");
+            let status = Command::new(repo_root().join("fixtures/make-busybox-rootfs.sh"))
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run fixtures/make-busybox-rootfs.sh");
+            assert!(status.success(), "fixtures/make-busybox-rootfs.sh failed");
+            out
+        })
+        .clone()
+}
+
+/// The `[image]` and busybox `[source]` of a test template.
+pub fn busybox_template(name: &str, version: &str) -> String {
+    format!(
+        "[image]\nname = \"{name}\"\nversion = \"{version}\"\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n",
+        busybox_tarball().display()
+    )
+}
+
+impl TestEnv {
+    pub fn home(&self) -> PathBuf {
+        self.path("kiln-home")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.home().join("store")
+    }
+
+    /// The digest the store's index gives `name:version`, if stored.
+    pub fn stored_digest(&self, reference: &str) -> Option<String> {
+        let index = std::fs::read_to_string(self.store().join("index.json")).ok()?;
+        let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+        index["manifests"]
+            .as_array()?
+            .iter()
+            .find(|manifest| {
+                manifest["annotations"]["org.opencontainers.image.ref.name"] == reference
+            })
+            .map(|manifest| manifest["digest"].as_str().unwrap().to_owned())
+    }
+
+    /// Panics if a build left a mount, a work folder or a running helper.
+    #[track_caller]
+    pub fn assert_no_leftovers(&self) {
+        let home = self.home().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let leaked: Vec<&str> = mounts.lines().filter(|line| line.contains(&home)).collect();
+        assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        if let Ok(entries) = std::fs::read_dir(self.home().join("tmp")) {
+            let left: Vec<_> = entries.map(|entry| entry.unwrap().path()).collect();
+            assert!(left.is_empty(), "work folders left behind: {left:?}");
+        }
+        if let Ok(entries) = std::fs::read_dir(self.store().join(".kiln/tmp")) {
+            let left: Vec<_> = entries.map(|entry| entry.unwrap().path()).collect();
+            assert!(left.is_empty(), "temp blobs left behind: {left:?}");
+        }
+    }
+
+    /// Unpacks a stored image with umoci; returns the rootfs folder.
+    pub fn umoci_unpack(&self, reference: &str) -> PathBuf {
+        require_tool("umoci", "umoci");
+        let bundle = self.path(&format!("bundle-{}", reference.replace([':', '/'], "-")));
+        let output = Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{reference}", self.store().display()))
+            .arg(&bundle)
+            .output()
+            .expect("run umoci");
+        assert!(
+            output.status.success(),
+            "umoci unpack failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        bundle.join("rootfs")
+    }
+
+    /// What `skopeo inspect` says of a stored image.
+    pub fn skopeo_inspect(&self, reference: &str) -> serde_json::Value {
+        require_tool("skopeo", "skopeo");
+        let output = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:{reference}", self.store().display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            output.status.success(),
+            "skopeo inspect failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
