@@ -728,3 +728,125 @@ fn golden_digest_of_a_fixed_image() {
         "the golden image's digest changed"
     );
 }
+
+/// A pax header carrying one xattr for the entry that follows it.
+fn append_xattr_header(builder: &mut tar::Builder<std::fs::File>, name: &str, value: &str) {
+    let body_len = "SCHILY.xattr.".len() + name.len() + value.len() + 3;
+    let mut length = body_len + body_len.to_string().len();
+    if length.to_string().len() != body_len.to_string().len() {
+        length = body_len + length.to_string().len();
+    }
+    let record = format!("{length} SCHILY.xattr.{name}={value}\n");
+    let mut header = tar::Header::new_ustar();
+    header.set_path("PaxHeaders/x").unwrap();
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_size(record.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder.append(&header, record.as_bytes()).unwrap();
+}
+
+#[test]
+fn hardlinks_devices_setuid_xattrs_and_long_names_survive() {
+    use std::os::unix::fs::FileTypeExt;
+
+    let env = TestEnv::new();
+    let tarball = env.path("rich.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_000);
+        header.set_size(size);
+        header
+    };
+    for dir in ["usr", "usr/bin", "dev", "etc", "bin"] {
+        let mut dir_header = header(tar::EntryType::Directory, 0o755, 0);
+        builder
+            .append_data(&mut dir_header, dir, std::io::empty())
+            .unwrap();
+    }
+    let mut tool = header(tar::EntryType::Regular, 0o4755, 5);
+    builder
+        .append_data(&mut tool, "usr/bin/tool", &b"tool\n"[..])
+        .unwrap();
+    let mut link = header(tar::EntryType::Link, 0o4755, 0);
+    builder
+        .append_link(&mut link, "usr/bin/tool-again", "usr/bin/tool")
+        .unwrap();
+    let mut null = header(tar::EntryType::Char, 0o666, 0);
+    null.set_device_major(1).unwrap();
+    null.set_device_minor(3).unwrap();
+    builder
+        .append_data(&mut null, "dev/null", std::io::empty())
+        .unwrap();
+    let mut fifo = header(tar::EntryType::Fifo, 0o600, 0);
+    builder
+        .append_data(&mut fifo, "dev/fifo", std::io::empty())
+        .unwrap();
+    append_xattr_header(&mut builder, "user.kiln", "kept");
+    let mut tagged = header(tar::EntryType::Regular, 0o644, 3);
+    builder
+        .append_data(&mut tagged, "etc/tagged", &b"tag"[..])
+        .unwrap();
+    let long_name = format!("etc/{}/{}.conf", "d".repeat(120), "n".repeat(110));
+    let mut long = header(tar::EntryType::Regular, 0o644, 5);
+    builder
+        .append_data(&mut long, &long_name, &b"long\n"[..])
+        .unwrap();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut shell = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    builder
+        .append_data(&mut shell, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    let mut sh = header(tar::EntryType::Symlink, 0o777, 0);
+    builder.append_link(&mut sh, "bin/sh", "busybox").unwrap();
+    builder.finish().unwrap();
+
+    let template = env.write(
+        "rich.toml",
+        &format!(
+            "[image]\nname = \"rich\"\nversion = \"1\"\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n\n\
+             [[provisioner]]\ntype = \"shell\"\ninline = [\"/bin/busybox touch /etc/later\"]\n",
+            tarball.display()
+        ),
+    );
+    let outcome = env.kiln(["build", template.to_str().unwrap()]);
+    outcome.expect_code(0);
+    let rootfs = env.umoci_unpack("rich:1");
+    let tool = std::fs::metadata(rootfs.join("usr/bin/tool")).unwrap();
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o4755, "setuid kept");
+    let again = std::fs::metadata(rootfs.join("usr/bin/tool-again")).unwrap();
+    assert_eq!(
+        (tool.ino(), tool.nlink()),
+        (again.ino(), 2),
+        "the hardlink is one file"
+    );
+    let null = std::fs::metadata(rootfs.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
+    assert!(
+        std::fs::metadata(rootfs.join("dev/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        xattr::get(rootfs.join("etc/tagged"), "user.kiln")
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join(&long_name)).unwrap(),
+        "long\n"
+    );
+    assert!(rootfs.join("etc/later").exists());
+    env.assert_no_leftovers();
+}

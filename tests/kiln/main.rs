@@ -3,6 +3,7 @@
 
 mod build;
 mod cli;
+mod debian;
 mod fmt;
 mod templates;
 mod util;
