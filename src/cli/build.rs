@@ -19,6 +19,7 @@ pub struct BuildArgs {
     pub on_error: OnError,
     pub jobs: Option<usize>,
     pub json: bool,
+    pub no_publish: bool,
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -101,6 +102,27 @@ pub fn run(args: BuildArgs) -> Exit {
         let template = &templates[index];
         match result {
             Ok(_) => {
+                let publish = &template.publish;
+                if !args.no_publish && (!publish.channels.is_empty() || !publish.remote.is_empty())
+                {
+                    let targets: Vec<String> = publish
+                        .channels
+                        .iter()
+                        .map(|channel| format!("channel {channel}"))
+                        .chain(
+                            publish
+                                .remote
+                                .iter()
+                                .map(|remote| format!("remote {remote}")),
+                        )
+                        .collect();
+                    eprintln!(
+                        "note: publishing is not implemented yet; skipped for {}:{}: {}",
+                        template.image.name,
+                        template.image.version,
+                        targets.join(", ")
+                    );
+                }
                 if !template.post_processors.is_empty() {
                     let kinds: Vec<&str> = template
                         .post_processors

@@ -232,7 +232,7 @@ fn run(command: Command) -> Exit {
             no_cache: _,
             on_error,
             output: _,
-            no_publish: _,
+            no_publish,
             jobs,
             json,
         } => build::run(build::BuildArgs {
@@ -244,6 +244,7 @@ fn run(command: Command) -> Exit {
             },
             jobs,
             json,
+            no_publish,
         }),
         Command::Images { name } => images::run(name.as_deref()),
         Command::Export {
