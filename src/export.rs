@@ -73,12 +73,13 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
     }
 }
 
-/// Writes an OCI image layout holding just this image at `destination`.
-pub fn oci_layout(
+/// Writes the image's layout into a temp folder beside `destination`;
+/// returns the folder and `destination`'s parent.
+fn staged_layout(
     store: &Store,
     entry: &ImageEntry,
     destination: &Path,
-) -> Result<(), ExportError> {
+) -> Result<(tempfile::TempDir, PathBuf), ExportError> {
     refuse_existing(destination)?;
     let parent = parent_of(destination);
     let staging = tempfile::Builder::new()
@@ -86,6 +87,16 @@ pub fn oci_layout(
         .tempdir_in(&parent)
         .map_err(io_error("create a folder in", &parent))?;
     write_layout(store, entry, staging.path())?;
+    Ok((staging, parent))
+}
+
+/// Writes an OCI image layout holding just this image at `destination`.
+pub fn oci_layout(
+    store: &Store,
+    entry: &ImageEntry,
+    destination: &Path,
+) -> Result<(), ExportError> {
+    let (staging, _) = staged_layout(store, entry, destination)?;
     fs::rename(staging.path(), destination).map_err(io_error("create", destination))?;
     let _ = staging.keep();
     Ok(())
@@ -97,13 +108,7 @@ pub fn oci_archive(
     entry: &ImageEntry,
     destination: &Path,
 ) -> Result<(), ExportError> {
-    refuse_existing(destination)?;
-    let parent = parent_of(destination);
-    let staging = tempfile::Builder::new()
-        .prefix(".kiln-export-")
-        .tempdir_in(&parent)
-        .map_err(io_error("create a folder in", &parent))?;
-    write_layout(store, entry, staging.path())?;
+    let (staging, parent) = staged_layout(store, entry, destination)?;
     let mut file = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempfile_in(&parent)

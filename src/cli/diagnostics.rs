@@ -83,14 +83,4 @@ pub fn print_template_error(error: &TemplateError) {
     }
 }
 
-/// `error: source: cause: cause`, as ripgrep prints a chain.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use kiln::pipeline::error_chain;

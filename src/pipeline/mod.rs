@@ -155,7 +155,7 @@ pub fn build(
     result
 }
 
-/// `error: cause: cause`, on one line.
+/// `error: cause: cause`, on one line, as ripgrep prints a chain.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

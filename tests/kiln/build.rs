@@ -587,21 +587,19 @@ fn an_image_source_builds_on_a_stored_image_and_records_its_parent() {
 #[test]
 fn concurrent_builds_share_one_store() {
     let env = TestEnv::new();
-    let templates: Vec<String> = (0..3)
-        .map(|index| {
-            env.write(
-                &format!("c{index}.toml"),
-                &format!(
-                    "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo {index} > /etc/n\"]\n",
-                    busybox_template(&format!("c{index}"), "1")
-                ),
-            )
-            .display()
-            .to_string()
-        })
-        .collect();
+    let write_template = |index: usize| {
+        env.write(
+            &format!("c{index}.toml"),
+            &format!(
+                "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo {index} > /etc/n\"]\n",
+                busybox_template(&format!("c{index}"), "1")
+            ),
+        )
+        .display()
+        .to_string()
+    };
     let mut args = vec!["build".to_owned(), "--jobs".to_owned(), "3".to_owned()];
-    args.extend(templates.iter().cloned());
+    args.extend((0..3).map(write_template));
     env.kiln(&args).expect_code(0);
     // And two separate kiln processes at once.
     let spawn = |template: &str| {
@@ -612,19 +610,7 @@ fn concurrent_builds_share_one_store() {
             .spawn()
             .unwrap()
     };
-    let extra: Vec<String> = (3..5)
-        .map(|index| {
-            env.write(
-                &format!("c{index}.toml"),
-                &format!(
-                    "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo {index} > /etc/n\"]\n",
-                    busybox_template(&format!("c{index}"), "1")
-                ),
-            )
-            .display()
-            .to_string()
-        })
-        .collect();
+    let extra: Vec<String> = (3..5).map(write_template).collect();
     let mut children: Vec<_> = extra.iter().map(|template| spawn(template)).collect();
     for child in &mut children {
         assert!(child.wait().unwrap().success());
@@ -848,5 +834,107 @@ fn hardlinks_devices_setuid_xattrs_and_long_names_survive() {
         "long\n"
     );
     assert!(rootfs.join("etc/later").exists());
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn scripts_workdir_env_and_shell_of_the_shell_provisioner() {
+    let env = TestEnv::new();
+    env.write(
+        "scripts/one.sh",
+        "echo \"one in $(pwd) as $GREETING\" > /srv/one\n",
+    );
+    env.write("scripts/two.sh", "echo two >> /srv/one\n");
+    let template = env.write(
+        "scripts.toml",
+        &format!(
+            "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"mkdir -p /srv\"]\n\n\
+             [[provisioner]]\ntype = \"shell\"\nscripts = [\"scripts/one.sh\", \"scripts/two.sh\"]\nworkdir = \"/etc\"\nshell = \"/bin/ash\"\nenv = {{ GREETING = \"hi\" }}\n\n\
+             [[provisioner]]\ntype = \"shell\"\nscript = \"scripts/two.sh\"\n",
+            busybox_template("scripts", "1")
+        ),
+    );
+    env.kiln(["build", template.to_str().unwrap()])
+        .expect_code(0);
+    let rootfs = env.umoci_unpack("scripts:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/one")).unwrap(),
+        "one in /etc as hi\ntwo\ntwo\n"
+    );
+    assert!(
+        !rootfs.join("tmp/kiln-script-0").exists(),
+        "scripts are copied into a /tmp that is not in the image"
+    );
+}
+
+#[test]
+fn a_killed_build_leaves_the_store_as_it_was() {
+    let env = TestEnv::new();
+    let template = env.write(
+        "killed.toml",
+        &format!(
+            "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo started\", \"sleep 303\"]\n",
+            busybox_template("killed", "1")
+        ),
+    );
+    let index_before = {
+        env.kiln(["images"]).expect_code(0);
+        std::fs::read(env.store().join("index.json")).unwrap()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", template.to_str().unwrap()])
+        .env("KILN_HOME", env.home())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    assert!(lines.any(|line| line.unwrap().contains("| started")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The stage's processes die with kiln; their mounts with them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::process::Command::new("pgrep")
+        .args(["-f", "sleep 303"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage outlived kiln"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read(env.store().join("index.json")).unwrap(),
+        index_before
+    );
+    // The next build removes the abandoned work folder.
+    let next = env.write("next.toml", &busybox_template("next", "1"));
+    env.kiln(["build", next.to_str().unwrap()]).expect_code(0);
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn a_debootstrap_source_without_its_tools_names_the_package() {
+    let env = TestEnv::new();
+    let empty_path = env.path("empty-path");
+    std::fs::create_dir_all(&empty_path).unwrap();
+    let template = env.write(
+        "deb.toml",
+        "[image]\nname = \"deb\"\nversion = \"1\"\n\n[source]\ntype = \"debootstrap\"\nsuite = \"bookworm\"\n",
+    );
+    let outcome = env.kiln_with_env(
+        ["build", template.to_str().unwrap()],
+        &[("PATH", empty_path.to_str().unwrap())],
+    );
+    outcome.expect_code(1);
+    assert!(
+        outcome.stderr.contains("apt-get install mmdebstrap"),
+        "{}",
+        outcome.stderr
+    );
     env.assert_no_leftovers();
 }
