@@ -7,6 +7,7 @@
 //! over it. The library never prints: it returns values and errors.
 
 pub mod bake;
+pub mod cache;
 pub mod confined;
 pub mod export;
 pub mod fmt;

@@ -20,6 +20,7 @@ pub struct BuildArgs {
     pub jobs: Option<usize>,
     pub json: bool,
     pub no_publish: bool,
+    pub no_cache: bool,
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -64,6 +65,7 @@ pub fn run(args: BuildArgs) -> Exit {
         home: kiln::kiln_home(),
         epoch,
         on_error: args.on_error,
+        no_cache: args.no_cache,
     };
     let cancelled = cancel_flag();
     let reporter: Box<dyn Reporter> = if args.json {

@@ -17,14 +17,25 @@ pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
             return Exit::Usage;
         }
     };
+    let keys = stage_keys(&template);
     if json {
-        let json = template.to_redacted_json();
+        let mut json = template.to_redacted_json();
+        if let (serde_json::Value::Object(map), Ok(keys)) = (&mut json, &keys) {
+            let keys = keys
+                .iter()
+                .map(|key| serde_json::Value::String(key.key.to_string()))
+                .collect();
+            map.insert("stage_keys".to_owned(), serde_json::Value::Array(keys));
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&json).expect("JSON values always serialize")
         );
     } else {
-        print!("{}", template.redactor().redact(&describe(&template)));
+        print!(
+            "{}",
+            template.redactor().redact(&describe(&template, &keys))
+        );
     }
     Exit::Success
 }
@@ -38,7 +49,39 @@ fn quoted(value: &VarValue) -> String {
 }
 
 /// The plain-text view; the caller redacts it as a whole.
-fn describe(template: &Template) -> String {
+/// The stage keys a build would use now; an `image` base is looked up in
+/// the store, if it is there.
+fn stage_keys(template: &Template) -> Result<Vec<kiln::cache::StageKey>, String> {
+    let epoch = super::build::source_date_epoch()?;
+    let base = match &template.source {
+        kiln::sources::Source::Image(image) => match &image.reference {
+            kiln::reference::ImageRef::Store(reference) => {
+                let store = kiln::kiln_home().join("store");
+                let found = store
+                    .join("index.json")
+                    .exists()
+                    .then(|| {
+                        kiln::store::Store::open(&store)
+                            .and_then(|store| store.resolve(reference))
+                            .ok()
+                    })
+                    .flatten();
+                match found {
+                    Some(entry) => Some(entry.manifest.digest),
+                    None => return Err(format!("the base image {reference} is not in the store")),
+                }
+            }
+            kiln::reference::ImageRef::Remote(reference) => {
+                return Err(format!("the base image {reference} is on a registry"));
+            }
+        },
+        _ => None,
+    };
+    kiln::cache::key::stage_keys(template, epoch, base.as_ref())
+        .map_err(|error| super::diagnostics::error_chain(&error))
+}
+
+fn describe(template: &Template, keys: &Result<Vec<kiln::cache::StageKey>, String>) -> String {
     let mut out = String::new();
     let image = &template.image;
     let _ = writeln!(out, "template   {}", template.path.display());
@@ -90,12 +133,17 @@ fn describe(template: &Template) -> String {
         }
     }
     let _ = writeln!(out, "\nstages");
+    let key_of = |stage: usize| match keys {
+        Ok(keys) => format!("       key {}", keys[stage].key),
+        Err(reason) => format!("       key unknown: {reason}"),
+    };
     let _ = writeln!(
         out,
         "  0  source {:<12} {}",
         template.source.kind(),
         template.source.summary()
     );
+    let _ = writeln!(out, "{}", key_of(0));
     for (index, provisioner) in template.provisioners.iter().enumerate() {
         let cache = if provisioner.cache() {
             ""
@@ -117,6 +165,7 @@ fn describe(template: &Template) -> String {
                 let _ = writeln!(out, "       $ {command}");
             }
         }
+        let _ = writeln!(out, "{}", key_of(index + 1));
     }
     if !template.tests.is_empty() {
         let _ = writeln!(out, "\ntests");

@@ -4,6 +4,7 @@
 //! with miette showing the template line they point at.
 
 mod build;
+mod cache;
 mod completions;
 mod diagnostics;
 mod export;
@@ -205,10 +206,34 @@ pub enum ChannelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// List cache entries
+    /// List cache entries: key, stage, size, last used
     Ls,
-    /// Remove cache entries
-    Prune,
+    /// Remove cache entries (one of --all, --keep-bytes, --older-than)
+    Prune {
+        /// Remove every entry
+        #[arg(long, conflicts_with_all = ["keep_bytes", "older_than"])]
+        all: bool,
+        /// Remove the least recently used entries until the cache holds at most this much (e.g. 10G)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "older_than")]
+        keep_bytes: Option<u64>,
+        /// Remove entries not used for this long (e.g. 7d, 12h)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+}
+
+/// A size, where 0 means "keep nothing".
+fn parse_size(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    text.parse::<kiln::template::units::ByteSize>()
+        .map(|size| size.bytes())
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<kiln::template::units::Duration>()
+        .map(|duration| duration.as_std())
 }
 
 pub fn main() -> ExitCode {
@@ -229,7 +254,7 @@ fn run(command: Command) -> Exit {
         Command::Build {
             templates,
             vars,
-            no_cache: _,
+            no_cache,
             on_error,
             output: _,
             no_publish,
@@ -245,6 +270,7 @@ fn run(command: Command) -> Exit {
             jobs,
             json,
             no_publish,
+            no_cache,
         }),
         Command::Images { name } => images::run(name.as_deref()),
         Command::Export {
@@ -256,7 +282,7 @@ fn run(command: Command) -> Exit {
         Command::Pull { .. } => not_implemented("pull"),
         Command::Channel(_) => not_implemented("channel"),
         Command::Login { .. } => not_implemented("login"),
-        Command::Cache(_) => not_implemented("cache"),
+        Command::Cache(command) => cache::run(command),
         Command::Verify { .. } => not_implemented("verify"),
         Command::Diff { .. } => not_implemented("diff"),
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln::pipeline::reporter::{Event, Reporter, StageResult};
+use kiln::pipeline::reporter::{CacheStatus, Event, Reporter, StageResult};
 
 pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -69,13 +69,17 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
             stage,
             seconds,
             result,
+            cache,
             ..
-        } => {
-            format!(
-                "{build} [{stage}] done in {seconds:.1}s: {}",
-                result_text(result)
-            )
-        }
+        } => match cache {
+            CacheStatus::Hit => format!("{build} [{stage}] cached: {}", result_text(result)),
+            CacheStatus::Miss { reason } => {
+                format!(
+                    "{build} [{stage}] done in {seconds:.1}s ({reason}): {}",
+                    result_text(result)
+                )
+            }
+        },
         Event::TestStarted { name, .. } => format!("{build} test `{name}`"),
         Event::TestOutput { name, line, .. } => format!("{build} test `{name}` | {line}"),
         Event::TestFinished {

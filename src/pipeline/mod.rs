@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::bake::{self, BakeError, TreeOptions};
+use crate::cache::{self, Cache, CachedLayer, Lookup, StageKey};
 use crate::image_test::ImageTest;
 use crate::oci::{self, ContainerConfig, Descriptor, History, ImageConfig, Manifest, RootFs};
 use crate::provisioners::Provisioner;
@@ -29,7 +30,7 @@ use crate::sources::Source;
 use crate::store::{Store, StoreError, Tagged};
 use crate::template::Template;
 use crate::unpack::{self, UnpackError, Whiteouts};
-use reporter::{Event, Reporter, StageResult};
+use reporter::{CacheStatus, Event, Reporter, StageResult};
 use workdir::WorkDir;
 
 /// What to do with a failed build's work.
@@ -48,6 +49,8 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH`: the creation time, and the clamp for mtimes.
     pub epoch: u64,
     pub on_error: OnError,
+    /// Run every stage and refresh the cache.
+    pub no_cache: bool,
 }
 
 /// A stored image.
@@ -95,6 +98,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    StageKey(#[from] cache::key::KeyError),
     #[error("failed to {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -185,6 +190,19 @@ struct Build<'a> {
     history: Vec<History>,
     /// The base image's digest and reference, for an `image` source.
     parent: Option<(Digest, String)>,
+    cache: Cache,
+    /// The key of each stage run or reused so far.
+    keys: Vec<StageKey>,
+    /// The keys of this template's last build, to say why a stage missed.
+    last_keys: Vec<StageKey>,
+    /// The first stage with `cache = false`: it and every later stage run.
+    uncached_from: Option<usize>,
+}
+
+/// Whether a stage runs, and why.
+enum Decision {
+    Reuse(Box<cache::Entry>),
+    Run(String),
 }
 
 impl<'a> Build<'a> {
@@ -198,6 +216,9 @@ impl<'a> Build<'a> {
         let store = Store::open(&options.home.join("store"))?;
         let work = WorkDir::create(&options.home)
             .map_err(io_error("create a work folder in", &options.home))?;
+        let cache =
+            Cache::open(&options.home).map_err(io_error("open the cache in", &options.home))?;
+        let last_keys = cache.last_build(&template.path);
         Ok(Self {
             template,
             options,
@@ -213,6 +234,10 @@ impl<'a> Build<'a> {
             diff_ids: Vec::new(),
             history: Vec::new(),
             parent: None,
+            cache,
+            keys: Vec::new(),
+            last_keys,
+            uncached_from: None,
         })
     }
 
@@ -228,6 +253,9 @@ impl<'a> Build<'a> {
             self.check_cancelled()?;
             self.provision(index + 1, provisioner)?;
         }
+        self.cache
+            .record_build(&self.template.path, &self.keys)
+            .map_err(io_error("record the stage keys of", &self.template.path))?;
         for test in &self.template.tests {
             self.check_cancelled()?;
             self.test(test)?;
@@ -265,13 +293,80 @@ impl<'a> Build<'a> {
         });
     }
 
-    fn stage_finished(&self, stage: usize, started: Instant, result: StageResult) {
+    fn stage_finished(
+        &self,
+        stage: usize,
+        started: Instant,
+        result: StageResult,
+        cache: CacheStatus,
+    ) {
         self.reporter.report(Event::StageFinished {
             build: self.name.clone(),
             stage,
             seconds: started.elapsed().as_secs_f64(),
             result,
+            cache,
         });
+    }
+
+    /// Whether stage `stage` (with key `key`) is reused from the cache or
+    /// runs, and why it runs.
+    fn decide(&self, stage: usize, key: &StageKey, cacheable: bool) -> Decision {
+        if self.options.no_cache {
+            return Decision::Run("--no-cache".to_owned());
+        }
+        if !cacheable {
+            return Decision::Run("cache = false".to_owned());
+        }
+        if let Some(uncached) = self.uncached_from {
+            return Decision::Run(format!(
+                "parent changed: stage {uncached} has cache = false and always runs"
+            ));
+        }
+        match self.cache.lookup(&key.key, &self.store) {
+            Lookup::Hit(entry) => Decision::Reuse(entry),
+            Lookup::Damaged(reason) => Decision::Run(format!("cache entry damaged: {reason}")),
+            Lookup::Missing => match self.last_keys.get(stage) {
+                None => Decision::Run("first build".to_owned()),
+                Some(before) => Decision::Run(cache::key::difference(before, key)),
+            },
+        }
+    }
+
+    /// Adds a stage's layer (or its empty history entry) to the image, with
+    /// its tree as the next overlay lower.
+    fn add_stage(
+        &mut self,
+        stage: usize,
+        history: History,
+        layer: Option<(Descriptor, Digest, PathBuf)>,
+    ) -> Result<StageResult, BuildError> {
+        self.history.push(history);
+        let Some((descriptor, diff_id, tree)) = layer else {
+            return Ok(StageResult::Empty);
+        };
+        let link = format!("layer{stage}");
+        std::os::unix::fs::symlink(&tree, self.work.path().join(&link))
+            .map_err(io_error("link", &tree))?;
+        self.lowers.push(link);
+        self.diff_ids.push(diff_id);
+        let result = StageResult::Layer {
+            digest: descriptor.digest.clone(),
+            size: descriptor.size,
+        };
+        self.layers.push(descriptor);
+        Ok(result)
+    }
+
+    fn reuse(&mut self, stage: usize, entry: Box<cache::Entry>) -> Result<StageResult, BuildError> {
+        let layer = entry.layer.as_ref().map(|layer| {
+            (
+                layer.descriptor.clone(),
+                layer.diff_id.clone(),
+                self.cache.tree_path(layer),
+            )
+        });
+        self.add_stage(stage, entry.history.clone(), layer)
     }
 
     fn created(&self) -> String {
@@ -283,46 +378,36 @@ impl<'a> Build<'a> {
     fn source(&mut self) -> Result<(), BuildError> {
         let source = &self.template.source;
         let started = Instant::now();
-        self.stage_started(0, "source", source.kind(), &source.summary());
         let kind = source.kind();
-        let created_by = self.describe(&format!("kiln source {kind}: {}", source.summary()));
-        let result = match source {
-            Source::Scratch => {
-                self.history.push(History {
-                    created: Some(self.created()),
-                    created_by: Some(created_by),
-                    comment: Some("source".to_owned()),
-                    empty_layer: true,
-                });
-                StageResult::Empty
-            }
-            Source::Image(image) => self.base_image(&image.reference)?,
-            Source::Tarball(tarball) => {
+        self.stage_started(0, "source", kind, &source.summary());
+        if let Source::Image(image) = source {
+            let (result, cache) = self.base_image(&image.reference)?;
+            self.stage_finished(0, started, result, cache);
+            return Ok(());
+        }
+        let key = cache::key::source_key(self.template, self.options.epoch, None)?;
+        let (result, cache) = match self.decide(0, &key, true) {
+            Decision::Reuse(entry) => (self.reuse(0, entry)?, CacheStatus::Hit),
+            Decision::Run(reason) => {
                 let root = self
                     .work
                     .fresh_dir("source")
                     .map_err(io_error("create", self.work.path()))?;
-                self.unpack_tarball(tarball, &root)?;
-                self.bake_stage(0, "source", created_by, false)?
-            }
-            Source::Directory(directory) => {
-                let root = self
-                    .work
-                    .fresh_dir("source")
-                    .map_err(io_error("create", self.work.path()))?;
-                copy_directory(&directory.path, &root)?;
-                self.bake_stage(0, "source", created_by, false)?
-            }
-            Source::Debootstrap(debootstrap) => {
-                let root = self
-                    .work
-                    .fresh_dir("source")
-                    .map_err(io_error("create", self.work.path()))?;
-                self.debootstrap(debootstrap, &root)?;
-                self.bake_stage(0, "source", created_by, false)?
+                match source {
+                    Source::Scratch | Source::Image(_) => {}
+                    Source::Tarball(tarball) => self.unpack_tarball(tarball, &root)?,
+                    Source::Directory(directory) => copy_directory(&directory.path, &root)?,
+                    Source::Debootstrap(debootstrap) => self.debootstrap(debootstrap, &root)?,
+                }
+                let created_by =
+                    self.describe(&format!("kiln source {kind}: {}", source.summary()));
+                let result =
+                    self.bake_stage(0, "source", kind, created_by, "source", false, &key)?;
+                (result, CacheStatus::Miss { reason })
             }
         };
-        self.stage_finished(0, started, result);
+        self.keys.push(key);
+        self.stage_finished(0, started, result, cache);
         Ok(())
     }
 
@@ -404,7 +489,10 @@ impl<'a> Build<'a> {
         }
     }
 
-    fn base_image(&mut self, reference: &ImageRef) -> Result<StageResult, BuildError> {
+    fn base_image(
+        &mut self,
+        reference: &ImageRef,
+    ) -> Result<(StageResult, CacheStatus), BuildError> {
         let ImageRef::Store(reference) = reference else {
             return Err(BuildError::Source {
                 kind: "image",
@@ -426,13 +514,15 @@ impl<'a> Build<'a> {
                 ),
             });
         }
+        let mut unpacked = 0;
         for (index, (layer, diff_id)) in manifest
             .layers
             .iter()
             .zip(&config.rootfs.diff_ids)
             .enumerate()
         {
-            let tree = self.layer_tree(layer, diff_id)?;
+            let (tree, was_cached) = self.layer_tree(layer, diff_id)?;
+            unpacked += usize::from(!was_cached);
             let link = format!("base{index}");
             std::os::unix::fs::symlink(&tree, self.work.path().join(&link))
                 .map_err(io_error("link", &tree))?;
@@ -442,18 +532,38 @@ impl<'a> Build<'a> {
         self.diff_ids = config.rootfs.diff_ids.clone();
         self.history = config.history.clone();
         self.parent = Some((entry.manifest.digest.clone(), reference.to_string()));
-        Ok(StageResult::Base {
-            layers: manifest.layers.len(),
-        })
+        self.keys.push(cache::key::source_key(
+            self.template,
+            self.options.epoch,
+            Some(&entry.manifest.digest),
+        )?);
+        let cache = if unpacked == 0 {
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Miss {
+                reason: format!("first use of the base image: unpacked {unpacked} of its layers"),
+            }
+        };
+        Ok((
+            StageResult::Base {
+                layers: manifest.layers.len(),
+            },
+            cache,
+        ))
     }
 
     /// The unpacked tree of a stored layer, made once and shared by builds
     /// under `$KILN_HOME/cache/layers/`, usable as an overlay lower.
-    fn layer_tree(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
-        let layers = self.options.home.join("cache/layers");
+    /// Whether it was there already comes with the path.
+    fn layer_tree(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+    ) -> Result<(PathBuf, bool), BuildError> {
+        let layers = self.cache.layers_dir();
         let done = layers.join(diff_id.hex());
         if done.join("tree").is_dir() {
-            return Ok(done.join("tree"));
+            return Ok((done.join("tree"), true));
         }
         std::fs::create_dir_all(&layers).map_err(io_error("create", &layers))?;
         let partial = tempfile::Builder::new()
@@ -489,7 +599,7 @@ impl<'a> Build<'a> {
             Err(_) if done.join("tree").is_dir() => {}
             Err(error) => return Err(io_error("store", &done)(error)),
         }
-        Ok(done.join("tree"))
+        Ok((done.join("tree"), false))
     }
 
     // ---- provisioners ----------------------------------------------------
@@ -499,6 +609,27 @@ impl<'a> Build<'a> {
         let name = format!("provisioner[{}]", stage - 1);
         let kind = provisioner.kind();
         self.stage_started(stage, &name, kind, &provisioner.summary());
+        let parent = self
+            .keys
+            .last()
+            .expect("the source stage has a key")
+            .key
+            .clone();
+        let key =
+            cache::key::provisioner_key(self.template, provisioner, &parent, self.options.epoch)?;
+        let decision = self.decide(stage, &key, provisioner.cache());
+        if !provisioner.cache() && self.uncached_from.is_none() {
+            self.uncached_from = Some(stage);
+        }
+        let reason = match decision {
+            Decision::Reuse(entry) => {
+                let result = self.reuse(stage, entry)?;
+                self.keys.push(key);
+                self.stage_finished(stage, started, result, CacheStatus::Hit);
+                return Ok(());
+            }
+            Decision::Run(reason) => reason,
+        };
         let upper = format!("upper{stage}");
         let max_retries = match provisioner {
             Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.max_retries,
@@ -539,8 +670,9 @@ impl<'a> Build<'a> {
             }
         }
         let created_by = self.describe(&format!("kiln {kind}: {}", history_text(provisioner)));
-        let result = self.bake_stage(stage, &name, created_by, true)?;
-        self.stage_finished(stage, started, result);
+        let result = self.bake_stage(stage, &name, kind, created_by, &upper, true, &key)?;
+        self.keys.push(key);
+        self.stage_finished(stage, started, result, CacheStatus::Miss { reason });
         Ok(())
     }
 
@@ -646,60 +778,76 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Bakes the stage's upper (or the source's root) into a layer, or
-    /// records an empty history entry when nothing changed.
+    /// Bakes the stage's upper (or the source's root) `dir_name` into a
+    /// layer, or records an empty history entry when nothing changed; then
+    /// moves the tree into the cache under the stage's key.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "called for the source and for provisioners, with their own names"
+    )]
     fn bake_stage(
         &mut self,
         stage: usize,
         name: &str,
+        kind: &str,
         created_by: String,
+        dir_name: &str,
         overlay_upper: bool,
+        key: &StageKey,
     ) -> Result<StageResult, BuildError> {
-        let dir_name = if overlay_upper {
-            format!("upper{stage}")
-        } else {
-            "source".to_owned()
-        };
-        let dir = self.work.path().join(&dir_name);
+        let dir = self.work.path().join(dir_name);
         let empty = bake::is_empty_tree(&dir).map_err(io_error("read", &dir))?;
-        let mut history = History {
+        let history = History {
             created: Some(self.created()),
             created_by: Some(created_by),
             comment: Some(name.to_owned()),
             empty_layer: empty,
         };
-        if empty {
-            self.history.push(history);
-            return Ok(StageResult::Empty);
-        }
-        self.reporter.report(Event::BakeStarted {
-            build: self.name.clone(),
-            stage,
-        });
-        let options = TreeOptions {
-            epoch: self.options.epoch,
-            overlay_upper,
-        };
-        let build = self.name.clone();
-        let reporter = self.reporter;
-        let mut report = |bytes| {
-            reporter.report(Event::BakeProgress {
-                build: build.clone(),
+        let layer = if empty {
+            None
+        } else {
+            self.reporter.report(Event::BakeStarted {
+                build: self.name.clone(),
                 stage,
-                bytes,
-            })
+            });
+            let options = TreeOptions {
+                epoch: self.options.epoch,
+                overlay_upper,
+            };
+            let build = self.name.clone();
+            let reporter = self.reporter;
+            let mut report = |bytes| {
+                reporter.report(Event::BakeProgress {
+                    build: build.clone(),
+                    stage,
+                    bytes,
+                })
+            };
+            Some(bake::bake_layer(&self.store, &dir, options, &mut report)?)
         };
-        let layer = bake::bake_layer(&self.store, &dir, options, &mut report)?;
-        history.empty_layer = false;
-        self.history.push(history);
-        self.lowers.push(dir_name);
-        self.diff_ids.push(layer.diff_id);
-        let result = StageResult::Layer {
-            digest: layer.descriptor.digest.clone(),
-            size: layer.descriptor.size,
+        let entry = cache::Entry {
+            key: key.clone(),
+            stage: name.to_owned(),
+            kind: kind.to_owned(),
+            image: self.name.clone(),
+            layer: layer.as_ref().map(|layer| CachedLayer {
+                descriptor: layer.descriptor.clone(),
+                diff_id: layer.diff_id.clone(),
+                tree: String::new(),
+                entries: 0,
+                bytes: 0,
+            }),
+            history: history.clone(),
+            checksum: String::new(),
         };
-        self.layers.push(layer.descriptor);
-        Ok(result)
+        let tree = self
+            .cache
+            .persist(entry, layer.is_some().then_some(dir.as_path()))
+            .map_err(io_error("store in the cache", &dir))?;
+        let layer = layer
+            .zip(tree)
+            .map(|(layer, tree)| (layer.descriptor, layer.diff_id, tree));
+        self.add_stage(stage, history, layer)
     }
 
     // ---- tests ------------------------------------------------------------

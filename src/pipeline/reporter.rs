@@ -20,6 +20,14 @@ pub enum StageResult {
     Base { layers: usize },
 }
 
+/// Whether a stage was reused from the cache, or ran and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CacheStatus {
+    Hit,
+    Miss { reason: String },
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -61,6 +69,7 @@ pub enum Event {
         stage: usize,
         seconds: f64,
         result: StageResult,
+        cache: CacheStatus,
     },
     TestStarted {
         build: String,

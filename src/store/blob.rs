@@ -41,7 +41,11 @@ impl BlobWriter {
             source: error.into_error(),
         })?;
         let target = self.blobs_dir.join(digest.hex());
-        if target.is_file() {
+        // A blob there already is kept if it is intact, and replaced if it
+        // was damaged: writing the same content again heals the store.
+        if target.is_file()
+            && crate::hashing::digest_file(&target).is_ok_and(|(existing, _)| existing == digest)
+        {
             return Ok((digest, size));
         }
         let file: &File = temp.as_file();

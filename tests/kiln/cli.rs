@@ -126,8 +126,6 @@ fn commands_of_later_issues_say_they_are_not_implemented() {
         vec!["channel", "rollback", "t", "stable"],
         vec!["channel", "history", "t", "stable"],
         vec!["login", "127.0.0.1:5000"],
-        vec!["cache", "ls"],
-        vec!["cache", "prune"],
         vec!["verify", "t:1"],
         vec!["diff", "t:1"],
     ] {

@@ -2,6 +2,7 @@
 //! against templates in temporary folders.
 
 mod build;
+mod cache;
 mod cli;
 mod debian;
 mod fmt;

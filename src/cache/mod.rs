@@ -1,0 +1,340 @@
+//! The stage cache: a stage whose key is cached is not run again; its
+//! layer is reused and its unpacked tree is mounted as an overlay lower.
+//!
+//! Under `$KILN_HOME/cache`:
+//! - `stages/KEY.json`: an entry, the stage's layer (its blob is in the
+//!   store), history and the tree's census, with a checksum of itself;
+//! - `trees/NAME/`: the stage's tree (its overlay upper, moved here after
+//!   baking), never changed afterwards;
+//! - `last/TEMPLATE.json`: the keys of a template's last build, to say why
+//!   a stage missed;
+//! - `layers/DIFF_ID/tree`: unpacked layers of base images.
+//!
+//! Builds hold a shared lock on the cache; `prune` takes it exclusively,
+//! so nothing a build mounts is removed under it. Entries are written by
+//! rename, so a killed build leaves either a whole entry or none. An entry
+//! whose checksum, tree census or layer blob does not match is damaged: it
+//! counts as a miss and is replaced.
+
+pub mod key;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::oci::{Descriptor, History};
+use crate::reference::Digest;
+use crate::store::Store;
+pub use key::StageKey;
+
+/// A stage's cached layer and the tree it was baked from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CachedLayer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    /// The folder under `trees/`.
+    pub tree: String,
+    /// Census of the tree when it was cached: entries and bytes of files.
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: StageKey,
+    pub stage: String,
+    pub kind: String,
+    /// The image whose build made it.
+    pub image: String,
+    /// `None`: the stage changed nothing.
+    pub layer: Option<CachedLayer>,
+    pub history: History,
+    /// sha256 of this entry's JSON with this field empty.
+    #[serde(default)]
+    pub checksum: String,
+}
+
+impl Entry {
+    fn with_checksum(mut self) -> Self {
+        self.checksum = String::new();
+        self.checksum =
+            Digest::of(&serde_json::to_vec(&self).expect("entries serialize")).to_string();
+        self
+    }
+
+    fn checksum_matches(&self) -> bool {
+        let mut copy = self.clone();
+        copy.checksum = String::new();
+        Digest::of(&serde_json::to_vec(&copy).expect("entries serialize")).to_string()
+            == self.checksum
+    }
+
+    /// Bytes the entry holds on disk: its tree and its layer blob.
+    pub fn size(&self) -> u64 {
+        self.layer
+            .as_ref()
+            .map_or(0, |layer| layer.bytes + layer.descriptor.size)
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Box<Entry>),
+    Missing,
+    Damaged(String),
+}
+
+pub struct Cache {
+    root: PathBuf,
+    _lock: File,
+}
+
+fn census(tree: &Path) -> io::Result<(u64, u64)> {
+    let mut entries = 0;
+    let mut bytes = 0;
+    let mut pending = vec![tree.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            entries += 1;
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else if metadata.is_file() {
+                bytes += metadata.size();
+            }
+        }
+    }
+    Ok((entries, bytes))
+}
+
+impl Cache {
+    /// Opens the cache under `home`, holding its shared lock until dropped.
+    pub fn open(home: &Path) -> io::Result<Self> {
+        let root = home.join("cache");
+        for dir in ["stages", "trees", "last", "layers"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        let lock = File::create(root.join(".lock"))?;
+        lock.lock_shared()?;
+        Ok(Self { root, _lock: lock })
+    }
+
+    fn entry_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("stages").join(format!("{}.json", key.hex()))
+    }
+
+    pub fn tree_path(&self, layer: &CachedLayer) -> PathBuf {
+        self.root.join("trees").join(&layer.tree)
+    }
+
+    /// The unpacked layers of base images live here.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// Finds the entry for `key` and checks it: its checksum, its tree's
+    /// census, and its layer blob in `store`, re-hashed.
+    pub fn lookup(&self, key: &Digest, store: &Store) -> Lookup {
+        let path = self.entry_path(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Lookup::Missing,
+            Err(error) => return Lookup::Damaged(format!("cannot read its entry: {error}")),
+        };
+        let entry: Entry = match serde_json::from_slice(&bytes) {
+            Ok(entry) => entry,
+            Err(error) => return Lookup::Damaged(format!("its entry is not valid: {error}")),
+        };
+        if !entry.checksum_matches() || &entry.key.key != key {
+            return Lookup::Damaged("its entry does not match its checksum".to_owned());
+        }
+        if let Some(layer) = &entry.layer {
+            match census(&self.tree_path(layer)) {
+                Ok(found) if found == (layer.entries, layer.bytes) => {}
+                Ok((entries, bytes)) => {
+                    return Lookup::Damaged(format!(
+                        "its tree has {entries} entries and {bytes} bytes, not {} and {}",
+                        layer.entries, layer.bytes
+                    ));
+                }
+                Err(error) => return Lookup::Damaged(format!("its tree cannot be read: {error}")),
+            }
+            let verified = store
+                .open_blob(&layer.descriptor.digest, Some(layer.descriptor.size))
+                .map_err(|error| error.to_string())
+                .and_then(|mut blob| {
+                    io::copy(&mut blob, &mut io::sink()).map_err(|error| error.to_string())
+                });
+            if let Err(reason) = verified {
+                return Lookup::Damaged(format!("its layer: {reason}"));
+            }
+        }
+        // Last used: the entry's modification time.
+        if let Ok(file) = File::options().write(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+        Lookup::Hit(Box::new(entry))
+    }
+
+    /// Records a stage's result. A tree, when given, is moved into the
+    /// cache (it must be on the same filesystem) and its new path returned.
+    pub fn persist(&self, mut entry: Entry, tree: Option<&Path>) -> io::Result<Option<PathBuf>> {
+        let mut moved = None;
+        if let (Some(layer), Some(tree)) = (entry.layer.as_mut(), tree) {
+            let (entries, bytes) = census(tree)?;
+            let name = format!("{}-{}", &entry.key.key.hex()[..16], unique_suffix());
+            let target = self.root.join("trees").join(&name);
+            fs::rename(tree, &target)?;
+            layer.tree = name;
+            layer.entries = entries;
+            layer.bytes = bytes;
+            moved = Some(target);
+        }
+        let entry = entry.with_checksum();
+        write_atomically(
+            &self.root.join("stages"),
+            &self.entry_path(&entry.key.key),
+            &serde_json::to_vec_pretty(&entry).expect("entries serialize"),
+        )?;
+        Ok(moved)
+    }
+
+    fn last_path(&self, template: &Path) -> PathBuf {
+        self.root.join("last").join(format!(
+            "{}.json",
+            Digest::of(template.as_os_str().as_encoded_bytes()).hex()
+        ))
+    }
+
+    /// The stage keys of the template's last build, if there was one.
+    pub fn last_build(&self, template: &Path) -> Vec<StageKey> {
+        fs::read(self.last_path(template))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn record_build(&self, template: &Path, keys: &[StageKey]) -> io::Result<()> {
+        write_atomically(
+            &self.root.join("last"),
+            &self.last_path(template),
+            &serde_json::to_vec(keys).expect("keys serialize"),
+        )
+    }
+
+    /// Every readable entry, with when it was last used.
+    pub fn entries(&self) -> io::Result<Vec<(Entry, SystemTime)>> {
+        let mut entries = Vec::new();
+        for file in fs::read_dir(self.root.join("stages"))? {
+            let path = file?.path();
+            if path.extension().is_none_or(|extension| extension != "json") {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&path) else { continue };
+            let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+                continue;
+            };
+            let used = fs::metadata(&path)
+                .and_then(|metadata| metadata.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            entries.push((entry, used));
+        }
+        entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+        Ok(entries)
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos)
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// Which entries `prune` removes.
+#[derive(Clone, Copy, Debug)]
+pub enum PrunePolicy {
+    All,
+    /// Least recently used first, until the cache holds at most this much.
+    KeepBytes(u64),
+    OlderThan(Duration),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pruned {
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+/// Removes entries by `policy`, then every tree and base layer no entry
+/// uses. Waits for running builds (they hold the cache's shared lock).
+pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
+    let root = home.join("cache");
+    if !root.exists() {
+        return Ok(Pruned::default());
+    }
+    let lock = File::create(root.join(".lock"))?;
+    lock.lock()?;
+    let cache = Cache {
+        root: root.clone(),
+        _lock: lock,
+    };
+    let mut entries = cache.entries()?;
+    let now = SystemTime::now();
+    let mut pruned = Pruned::default();
+    let mut kept_bytes: u64 = entries.iter().map(|(entry, _)| entry.size()).sum();
+    // Oldest first, so a byte budget keeps the most recently used.
+    entries.reverse();
+    let mut keep = BTreeSet::new();
+    for (entry, used) in entries {
+        let remove = match policy {
+            PrunePolicy::All => true,
+            PrunePolicy::KeepBytes(limit) => kept_bytes > limit,
+            PrunePolicy::OlderThan(age) => now.duration_since(used).unwrap_or_default() > age,
+        };
+        if remove {
+            fs::remove_file(cache.entry_path(&entry.key.key))?;
+            kept_bytes -= entry.size();
+            pruned.entries += 1;
+            pruned.bytes += entry.size();
+        } else if let Some(layer) = &entry.layer {
+            keep.insert(layer.tree.clone());
+        }
+    }
+    for dir in fs::read_dir(root.join("trees"))? {
+        let dir = dir?;
+        if !keep.contains(&dir.file_name().to_string_lossy().into_owned()) {
+            fs::remove_dir_all(dir.path())?;
+        }
+    }
+    if matches!(policy, PrunePolicy::All) {
+        for dir in fs::read_dir(root.join("layers"))? {
+            fs::remove_dir_all(dir?.path())?;
+        }
+    }
+    for dir in ["stages", "last"] {
+        for file in fs::read_dir(root.join(dir))? {
+            let file = file?;
+            if file.file_name().to_string_lossy().starts_with(".partial-") {
+                fs::remove_file(file.path())?;
+            }
+        }
+    }
+    Ok(pruned)
+}

@@ -1,0 +1,77 @@
+//! `kiln cache ls|prune`: what the stage cache holds, and making room.
+
+use kiln::cache::{Cache, PrunePolicy, prune};
+
+use super::{CacheCommand, Exit, diagnostics::error_chain, reporters::human_bytes};
+
+pub fn run(command: CacheCommand) -> Exit {
+    let home = kiln::kiln_home();
+    match command {
+        CacheCommand::Ls => {
+            let entries = Cache::open(&home).and_then(|cache| cache.entries());
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(error) => {
+                    eprintln!("error: failed to read the cache: {}", error_chain(&error));
+                    return Exit::Failure;
+                }
+            };
+            let mut rows = vec![["KEY", "IMAGE", "STAGE", "SIZE", "LAST USED"].map(str::to_owned)];
+            for (entry, used) in entries {
+                let used = used
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                rows.push([
+                    entry.key.key.hex()[..16].to_owned(),
+                    entry.image.clone(),
+                    format!("{} ({})", entry.stage, entry.kind),
+                    human_bytes(entry.size()),
+                    kiln::oci::rfc3339(used),
+                ]);
+            }
+            let widths: Vec<usize> = (0..5)
+                .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+                .collect();
+            for row in rows {
+                let cells: Vec<String> = row
+                    .iter()
+                    .zip(&widths)
+                    .map(|(cell, width)| format!("{cell:<width$}"))
+                    .collect();
+                println!("{}", cells.join("  ").trim_end());
+            }
+            Exit::Success
+        }
+        CacheCommand::Prune {
+            all,
+            keep_bytes,
+            older_than,
+        } => {
+            let policy = match (all, keep_bytes, older_than) {
+                (true, _, _) => PrunePolicy::All,
+                (_, Some(bytes), _) => PrunePolicy::KeepBytes(bytes),
+                (_, _, Some(age)) => PrunePolicy::OlderThan(age),
+                _ => {
+                    eprintln!(
+                        "error: failed to prune: say what to remove with --all, --keep-bytes SIZE or --older-than DURATION"
+                    );
+                    return Exit::Usage;
+                }
+            };
+            match prune(&home, policy) {
+                Ok(pruned) => {
+                    println!(
+                        "removed {} cache entries, {}",
+                        pruned.entries,
+                        human_bytes(pruned.bytes)
+                    );
+                    Exit::Success
+                }
+                Err(error) => {
+                    eprintln!("error: failed to prune the cache: {}", error_chain(&error));
+                    Exit::Failure
+                }
+            }
+        }
+    }
+}
