@@ -76,10 +76,23 @@ fn main() {
     let unchanged = build(&home, &template, &["version=2", "stamp=second"]);
 
     let ratio = |time: Duration| 100.0 * time.as_secs_f64() / cold.as_secs_f64();
-    println!("five stages: debootstrap bookworm minbase, file, shell (useradd), shell (20 MB), shell (stamp)");
+    println!(
+        "five stages: debootstrap bookworm minbase, file, shell (useradd), shell (20 MB), shell (stamp)"
+    );
     println!("| build | time | share of the cold build | target |");
     println!("|---|---|---|---|");
-    println!("| cold (empty cache) | {:.2} s | 100% | |", cold.as_secs_f64());
-    println!("| only the last stage changed | {:.2} s | {:.1}% | under 5% |", last_changed.as_secs_f64(), ratio(last_changed));
-    println!("| nothing changed | {:.2} s | {:.1}% | under 2% |", unchanged.as_secs_f64(), ratio(unchanged));
+    println!(
+        "| cold (empty cache) | {:.2} s | 100% | |",
+        cold.as_secs_f64()
+    );
+    println!(
+        "| only the last stage changed | {:.2} s | {:.1}% | under 5% |",
+        last_changed.as_secs_f64(),
+        ratio(last_changed)
+    );
+    println!(
+        "| nothing changed | {:.2} s | {:.1}% | under 2% |",
+        unchanged.as_secs_f64(),
+        ratio(unchanged)
+    );
 }
