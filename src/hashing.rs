@@ -30,6 +30,11 @@ impl<W: Write> HashingWriter<W> {
         &self.inner
     }
 
+    /// The sha256 of what was written so far, without finishing.
+    pub fn hasher_snapshot(&self) -> Vec<u8> {
+        self.hasher.clone().finalize().to_vec()
+    }
+
     /// The digest and size of everything written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
         (

@@ -19,6 +19,7 @@ pub mod post_processors;
 pub mod provisioners;
 pub mod redact;
 pub mod reference;
+pub mod remote;
 pub mod sandbox;
 pub mod sources;
 pub mod store;

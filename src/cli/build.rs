@@ -21,6 +21,7 @@ pub struct BuildArgs {
     pub json: bool,
     pub no_publish: bool,
     pub no_cache: bool,
+    pub remote: kiln::remote::RemoteOptions,
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -104,26 +105,19 @@ pub fn run(args: BuildArgs) -> Exit {
         let template = &templates[index];
         match result {
             Ok(_) => {
-                let publish = &template.publish;
-                if !args.no_publish && (!publish.channels.is_empty() || !publish.remote.is_empty())
+                if !args.no_publish
+                    && let Err(error) = publish(template, &args.remote)
                 {
-                    let targets: Vec<String> = publish
-                        .channels
-                        .iter()
-                        .map(|channel| format!("channel {channel}"))
-                        .chain(
-                            publish
-                                .remote
-                                .iter()
-                                .map(|remote| format!("remote {remote}")),
-                        )
-                        .collect();
                     eprintln!(
-                        "note: publishing is not implemented yet; skipped for {}:{}: {}",
+                        "error: failed to publish {}:{}: {}",
                         template.image.name,
                         template.image.version,
-                        targets.join(", ")
+                        diagnostics::error_chain(&error)
                     );
+                    exit = match (exit, error.is_conflict()) {
+                        (Exit::Success | Exit::VersionConflict, true) => Exit::VersionConflict,
+                        _ => Exit::Failure,
+                    };
                 }
                 if !template.post_processors.is_empty() {
                     let kinds: Vec<&str> = template
@@ -149,6 +143,72 @@ pub fn run(args: BuildArgs) -> Exit {
         }
     }
     exit
+}
+
+/// Moves the template's channels to the new version, then pushes the
+/// version, and each channel as a movable tag, to every remote.
+fn publish(
+    template: &Template,
+    options: &kiln::remote::RemoteOptions,
+) -> Result<(), kiln::remote::RemoteError> {
+    use kiln::reference::{StoreRef, StoreTarget};
+    use kiln::remote::{Registry, RemoteError, block_on, push::push};
+
+    let publish = &template.publish;
+    if publish.channels.is_empty() && publish.remote.is_empty() {
+        return Ok(());
+    }
+    let image = &template.image;
+    let store = kiln::store::Store::open(&options.home.join("store"))?;
+    for channel in &publish.channels {
+        store
+            .set_channel(&image.name, channel, &image.version, "publish")
+            .map_err(|error| RemoteError::Invalid(diagnostics::error_chain(&error)))?;
+        println!(
+            "{}:{}: channel {channel} moved to {}",
+            image.name, image.version, image.version
+        );
+    }
+    let entry = store.resolve(&StoreRef {
+        name: image.name.clone(),
+        target: StoreTarget::Version(image.version.clone()),
+    })?;
+    for remote in &publish.remote {
+        let registry = Registry::new(&remote.host, options)?;
+        let repository = remote.repository.as_str();
+        let pushed = block_on(push(
+            &store,
+            &options.home,
+            &entry,
+            &registry,
+            repository,
+            image.version.as_str(),
+            false,
+        ))?;
+        println!(
+            "{}:{}: pushed to {remote}:{} ({} sent)",
+            image.name,
+            image.version,
+            image.version,
+            reporters::human_bytes(pushed.sent_bytes())
+        );
+        for channel in &publish.channels {
+            block_on(push(
+                &store,
+                &options.home,
+                &entry,
+                &registry,
+                repository,
+                channel.as_str(),
+                true,
+            ))?;
+            println!(
+                "{}:{}: tagged {remote}:{channel}",
+                image.name, image.version
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_build_error(template: &Template, error: &BuildError) {

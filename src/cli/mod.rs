@@ -5,12 +5,16 @@
 
 mod build;
 mod cache;
+mod channel;
 mod completions;
 mod diagnostics;
 mod export;
 mod fmt;
 mod images;
 mod inspect;
+mod login;
+mod pull;
+mod push;
 mod reporters;
 mod validate;
 
@@ -69,6 +73,27 @@ impl VarArgs {
     }
 }
 
+/// How to reach registries.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Plain HTTP to a registry that is not on loopback
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also trust this CA certificate (PEM) for HTTPS
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    pub fn options(&self) -> kiln::remote::RemoteOptions {
+        kiln::remote::RemoteOptions {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+            home: kiln::kiln_home(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum OnError {
     /// Remove everything the failed build made
@@ -113,6 +138,8 @@ pub enum Command {
         /// One JSON event per line on stdout
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
     },
     /// Check templates without building
     Validate {
@@ -137,8 +164,13 @@ pub enum Command {
         #[arg(required = true, value_name = "TEMPLATE")]
         templates: Vec<PathBuf>,
     },
-    /// List stored images: versions, digests, sizes, channels
-    Images { name: Option<String> },
+    /// List stored images (versions, digests, sizes, channels), or a registry repository's tags
+    Images {
+        /// An image name, or HOST[:PORT]/REPOSITORY
+        name: Option<String>,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
+    },
     /// Write a stored image in another form
     Export {
         #[arg(value_name = "REF")]
@@ -153,9 +185,8 @@ pub enum Command {
         #[arg(value_name = "REF")]
         reference: String,
         remote: String,
-        /// Allow plain HTTP to a registry that is not on loopback
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
     },
     /// Pull an image from a registry into the store
     Pull {
@@ -164,14 +195,24 @@ pub enum Command {
         /// Store it under this NAME:VERSION
         #[arg(long = "as", value_name = "NAME:VERSION")]
         store_as: Option<String>,
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
     },
     /// Move, roll back and show channels
     #[command(subcommand)]
     Channel(ChannelCommand),
     /// Store credentials for a registry
-    Login { registry: String },
+    Login {
+        registry: String,
+        /// The user name (else KILN_REGISTRY_USER, else asked)
+        #[arg(long, short)]
+        username: Option<String>,
+        /// Read the password from stdin (else KILN_REGISTRY_PASSWORD, else asked)
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
+    },
     /// List or prune the stage cache
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -260,6 +301,7 @@ fn run(command: Command) -> Exit {
             no_publish,
             jobs,
             json,
+            remote_args,
         } => build::run(build::BuildArgs {
             templates,
             inputs: vars.inputs(),
@@ -271,17 +313,38 @@ fn run(command: Command) -> Exit {
             json,
             no_publish,
             no_cache,
+            remote: remote_args.options(),
         }),
-        Command::Images { name } => images::run(name.as_deref()),
+        Command::Images { name, remote_args } => {
+            images::run(name.as_deref(), &remote_args.options())
+        }
         Command::Export {
             reference,
             format,
             output,
         } => export::run(&reference, format, &output),
-        Command::Push { .. } => not_implemented("push"),
-        Command::Pull { .. } => not_implemented("pull"),
-        Command::Channel(_) => not_implemented("channel"),
-        Command::Login { .. } => not_implemented("login"),
+        Command::Push {
+            reference,
+            remote,
+            remote_args,
+        } => push::run(&reference, &remote, &remote_args.options()),
+        Command::Pull {
+            reference,
+            store_as,
+            remote_args,
+        } => pull::run(&reference, store_as.as_deref(), &remote_args.options()),
+        Command::Channel(command) => channel::run(command),
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+            remote_args,
+        } => login::run(
+            &registry,
+            username.as_deref(),
+            password_stdin,
+            &remote_args.options(),
+        ),
         Command::Cache(command) => cache::run(command),
         Command::Verify { .. } => not_implemented("verify"),
         Command::Diff { .. } => not_implemented("diff"),

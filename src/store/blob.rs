@@ -31,6 +31,20 @@ impl BlobWriter {
         self.writer.written()
     }
 
+    /// Commits only if the content is what `expected` and `size` say;
+    /// otherwise the temp file is dropped and nothing is kept.
+    pub fn commit_expected(self, expected: &Digest, size: u64) -> Result<()> {
+        let actual = Digest::from_sha256(&self.writer.hasher_snapshot());
+        let written = self.writer.written();
+        if &actual != expected || written != size {
+            return Err(StoreError::Damaged {
+                digest: expected.clone(),
+                reason: format!("the content received ({written} bytes) hashes to {actual}"),
+            });
+        }
+        self.commit().map(|_| ())
+    }
+
     /// Makes the blob durable and visible under its digest; returns the
     /// digest and size. A blob that is there already is left as it is.
     pub fn commit(self) -> Result<(Digest, u64)> {

@@ -8,6 +8,7 @@
 //! again with another digest is refused.
 
 mod blob;
+pub mod channels;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -228,7 +229,7 @@ impl Store {
     }
 
     /// Writes `bytes` to a temp file, fsyncs it and renames it over `path`.
-    fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut temp = tempfile::NamedTempFile::new_in(self.tmp_dir())
             .map_err(io_error("create a temp file in", &self.tmp_dir()))?;
         temp.write_all(bytes)

@@ -480,7 +480,7 @@ fn the_same_template_gives_the_same_digest_in_a_fresh_home() {
             "same.toml",
             &format!(
                 "{}\n[[provisioner]]\ntype = \"file\"\nsource = \"files/motd\"\ndestination = \"/etc/motd\"\n\n\
-                 [[provisioner]]\ntype = \"shell\"\ninline = [\"date > /etc/build-date\", \"echo $$ > /etc/pid\"]\n",
+                 [[provisioner]]\ntype = \"shell\"\ninline = [\"hostname > /etc/built-on\", \"echo $$ > /etc/pid\"]\n",
                 busybox_template("same", "1")
             ),
         );

@@ -119,13 +119,6 @@ fn commands_of_later_issues_say_they_are_not_implemented() {
     let env = TestEnv::new();
     for args in [
         vec!["export", "t:1", "--format", "qcow2", "-o", "out.qcow2"],
-        vec!["images", "127.0.0.1:5000/t"],
-        vec!["push", "t:1", "127.0.0.1:5000/t"],
-        vec!["pull", "127.0.0.1:5000/t:1"],
-        vec!["channel", "set", "t", "stable", "1"],
-        vec!["channel", "rollback", "t", "stable"],
-        vec!["channel", "history", "t", "stable"],
-        vec!["login", "127.0.0.1:5000"],
         vec!["verify", "t:1"],
         vec!["diff", "t:1"],
     ] {

@@ -6,5 +6,6 @@ mod cache;
 mod cli;
 mod debian;
 mod fmt;
+mod registry;
 mod templates;
 mod util;

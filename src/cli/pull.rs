@@ -1,0 +1,76 @@
+//! `kiln pull REMOTE_REF [--as NAME:VERSION]`: an image from a registry
+//! into the store, as the last path component and the tag unless `--as`.
+
+use kiln::reference::{ImageName, RemoteRef, StoreRef, StoreTarget, Version};
+use kiln::remote::{Registry, RemoteOptions, block_on};
+use kiln::store::{Store, Tagged};
+
+use super::{Exit, diagnostics::error_chain};
+
+pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions) -> Exit {
+    let remote: RemoteRef = match reference.parse() {
+        Ok(remote) => remote,
+        Err(reason) => {
+            eprintln!("error: invalid remote reference `{reference}`: {reason}");
+            return Exit::Usage;
+        }
+    };
+    let (name, version): (ImageName, Version) = match (store_as, &remote.target) {
+        (Some(store_as), _) => match store_as.parse::<StoreRef>() {
+            Ok(StoreRef {
+                name,
+                target: StoreTarget::Version(version),
+            }) => (name, version),
+            _ => {
+                eprintln!("error: --as takes NAME:VERSION, not `{store_as}`");
+                return Exit::Usage;
+            }
+        },
+        (None, Some(StoreTarget::Version(tag))) => match remote.short_name().parse() {
+            Ok(name) => (name, tag.clone()),
+            Err(reason) => {
+                eprintln!(
+                    "error: `{}` cannot be a local name: {reason}; use --as NAME:VERSION",
+                    remote.short_name()
+                );
+                return Exit::Usage;
+            }
+        },
+        (None, _) => {
+            eprintln!(
+                "error: pulling {remote} needs --as NAME:VERSION (it has no tag to use as the version)"
+            );
+            return Exit::Usage;
+        }
+    };
+    let result = Store::open(&options.home.join("store"))
+        .map_err(kiln::remote::RemoteError::from)
+        .and_then(|store| {
+            let registry = Registry::new(&remote.host, options)?;
+            block_on(kiln::remote::pull::pull(
+                &store, &registry, &remote, &name, &version,
+            ))
+        });
+    match result {
+        Ok(pulled) => {
+            let note = if pulled.tagged == Tagged::AlreadyStored {
+                " (already stored)"
+            } else {
+                ""
+            };
+            println!(
+                "pulled {remote} as {name}:{version} {}{note}, {} blobs fetched",
+                pulled.digest, pulled.fetched_blobs
+            );
+            Exit::Success
+        }
+        Err(error) => {
+            eprintln!("error: failed to pull {remote}: {}", error_chain(&error));
+            if error.is_conflict() {
+                Exit::VersionConflict
+            } else {
+                Exit::Failure
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Pulling an image into the store: the manifest (the platform's, from an
+//! index), then every blob, each verified before it is kept; the version
+//! is tagged only when everything arrived intact.
+
+use super::{MEDIA_TYPE_DOCKER_LIST, Registry, RemoteError, Result};
+use crate::oci::{self, Manifest};
+use crate::reference::{Digest, ImageName, RemoteRef, StoreTarget, Version};
+use crate::store::{Store, Tagged};
+
+#[derive(Debug)]
+pub struct Pulled {
+    pub digest: Digest,
+    pub tagged: Tagged,
+    pub fetched_blobs: usize,
+}
+
+/// Pulls `remote` into `store` as `name:version`.
+pub async fn pull(
+    store: &Store,
+    registry: &Registry,
+    remote: &RemoteRef,
+    name: &ImageName,
+    version: &Version,
+) -> Result<Pulled> {
+    let repository = remote.repository.as_str();
+    let reference = match &remote.target {
+        Some(StoreTarget::Version(tag)) => tag.to_string(),
+        Some(StoreTarget::Digest(digest)) => digest.to_string(),
+        None => "latest".to_owned(),
+    };
+    let (mut bytes, mut media_type) = registry.get_manifest(repository, &reference).await?;
+    if media_type == oci::MEDIA_TYPE_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST {
+        let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+            RemoteError::Invalid(format!("the index of {remote} cannot be read: {error}"))
+        })?;
+        let architecture = oci::host_architecture();
+        let chosen = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|manifest| {
+                manifest["platform"]["os"] == "linux"
+                    && manifest["platform"]["architecture"] == architecture
+            })
+            .and_then(|manifest| manifest["digest"].as_str())
+            .ok_or_else(|| {
+                RemoteError::Invalid(format!("{remote} has no image for linux/{architecture}"))
+            })?
+            .to_owned();
+        (bytes, media_type) = registry.get_manifest(repository, &chosen).await?;
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|error| {
+        RemoteError::Invalid(format!("the manifest of {remote} cannot be read: {error}"))
+    })?;
+    let mut fetched_blobs = 0;
+    for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        if store.has_blob(&descriptor.digest) {
+            continue;
+        }
+        registry
+            .download_blob(repository, descriptor, store)
+            .await?;
+        fetched_blobs += 1;
+    }
+    let descriptor = store.put_bytes(&media_type, &bytes)?;
+    let tagged = store.tag(name, version, &descriptor)?;
+    Ok(Pulled {
+        digest: descriptor.digest,
+        tagged,
+        fetched_blobs,
+    })
+}

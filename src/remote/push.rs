@@ -1,0 +1,132 @@
+//! Pushing a stored image: blobs the registry lacks (HEAD first, mounted
+//! from another repository of the same registry when kiln pushed them
+//! there), then the manifest as its exact stored bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{Registry, RemoteError, Result};
+use crate::oci::{Descriptor, Manifest};
+use crate::reference::Digest;
+use crate::store::{ImageEntry, Store};
+
+/// What happened to one blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobOutcome {
+    Sent,
+    Mounted,
+    Present,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PushReport {
+    pub blobs: Vec<(Descriptor, BlobOutcome)>,
+    /// The tag pointed at this image already: nothing was sent.
+    pub unchanged: bool,
+}
+
+impl PushReport {
+    pub fn sent_bytes(&self) -> u64 {
+        self.blobs
+            .iter()
+            .filter(|(_, outcome)| *outcome == BlobOutcome::Sent)
+            .map(|(descriptor, _)| descriptor.size)
+            .sum()
+    }
+}
+
+/// Where kiln has seen each blob on a registry: `$KILN_HOME/remotes/HOST.json`.
+fn known_blobs_path(home: &Path, host: &str) -> std::path::PathBuf {
+    home.join("remotes")
+        .join(format!("{}.json", host.replace([':', '/'], "_")))
+}
+
+fn known_blobs(home: &Path, host: &str) -> BTreeMap<Digest, String> {
+    std::fs::read(known_blobs_path(home, host))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn remember_blobs(home: &Path, host: &str, known: &BTreeMap<Digest, String>) {
+    let path = known_blobs_path(home, host);
+    let Some(dir) = path.parent() else { return };
+    let _ = std::fs::create_dir_all(dir);
+    if let Ok(mut temp) = tempfile::NamedTempFile::new_in(dir) {
+        use std::io::Write;
+        if temp
+            .write_all(&serde_json::to_vec(known).expect("a map serializes"))
+            .is_ok()
+        {
+            let _ = temp.persist(&path);
+        }
+    }
+}
+
+/// Pushes `entry` to `repository` as `tag`. A version tag (`movable` false)
+/// that points at another digest already is refused; a channel tag moves.
+pub async fn push(
+    store: &Store,
+    home: &Path,
+    entry: &ImageEntry,
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    movable: bool,
+) -> Result<PushReport> {
+    let manifest_bytes = store.read_blob(&entry.manifest)?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|error| {
+        RemoteError::Invalid(format!(
+            "the stored manifest of {}:{} cannot be read: {error}",
+            entry.name, entry.version
+        ))
+    })?;
+    let mut report = PushReport::default();
+    if let Some(existing) = registry.tag_digest(repository, tag).await? {
+        if existing == entry.manifest.digest {
+            report.unchanged = true;
+            return Ok(report);
+        }
+        if !movable {
+            return Err(RemoteError::TagConflict {
+                host: registry.host().to_owned(),
+                reference: format!("{repository}:{tag}"),
+                existing,
+                new: entry.manifest.digest.clone(),
+            });
+        }
+    }
+    let mut known = known_blobs(home, registry.host());
+    for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        let outcome = if registry.blob_exists(repository, &descriptor.digest).await? {
+            BlobOutcome::Present
+        } else {
+            let path = store.blob_path(&descriptor.digest);
+            let mount_from = known
+                .get(&descriptor.digest)
+                .filter(|other| *other != repository)
+                .cloned();
+            registry
+                .upload_blob(
+                    repository,
+                    &descriptor.digest,
+                    descriptor.size,
+                    &path,
+                    mount_from.as_deref(),
+                )
+                .await?;
+            if mount_from.is_some() && registry.blob_exists(repository, &descriptor.digest).await? {
+                BlobOutcome::Mounted
+            } else {
+                BlobOutcome::Sent
+            }
+        };
+        known.insert(descriptor.digest.clone(), repository.to_owned());
+        report.blobs.push((descriptor.clone(), outcome));
+    }
+    remember_blobs(home, registry.host(), &known);
+    registry
+        .put_manifest(repository, tag, &entry.manifest.media_type, &manifest_bytes)
+        .await?;
+    Ok(report)
+}
