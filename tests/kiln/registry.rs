@@ -19,6 +19,25 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry; with `basic_auth`, users must log in as it says.
     pub fn start(env: &TestEnv, basic_auth: Option<(&str, &str)>) -> Self {
+        let auth = basic_auth.map_or_else(String::new, |(user, password)| {
+            require_tool("htpasswd", "apache2-utils");
+            let output = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            let htpasswd = env.path(&format!("htpasswd-{user}"));
+            std::fs::write(&htpasswd, output.stdout).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        });
+        Self::start_with(env, &auth)
+    }
+
+    /// Starts a registry with `extra` appended to its configuration.
+    pub fn start_with(env: &TestEnv, extra: &str) -> Self {
         require_tool("docker-registry", "docker-registry");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -28,24 +47,10 @@ impl Registry {
         let dir = env.path(&format!("registry-{port}"));
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage).unwrap();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             storage.display()
         );
-        if let Some((user, password)) = basic_auth {
-            require_tool("htpasswd", "apache2-utils");
-            let output = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .unwrap();
-            assert!(output.status.success());
-            let htpasswd = dir.join("htpasswd");
-            std::fs::write(&htpasswd, output.stdout).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let mut registry = Self {
@@ -520,4 +525,197 @@ fn channels_move_roll_back_and_publish() {
         env.path("site-2.toml").to_str().unwrap(),
     ])
     .expect_code(0);
+}
+
+/// A token service for the registry's `token` auth: it checks basic
+/// credentials and issues RS256 JWTs (signed with the openssl CLI) that
+/// carry their certificate in `x5c`; the registry verifies them against it.
+struct TokenService {
+    port: u16,
+    cert: PathBuf,
+}
+
+impl TokenService {
+    fn start(env: &TestEnv, user: &'static str, password: &'static str) -> Self {
+        require_tool("openssl", "openssl");
+        let dir = env.path("token-service");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.pem");
+        let cert = dir.join("cert.pem");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=kiln-test-issuer",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        use base64::Engine as _;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve_token(stream, user, password, &key, &x5c);
+            }
+        });
+        Self { port, cert }
+    }
+
+    fn registry_config(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: kiln-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
+            self.port,
+            self.cert.display()
+        )
+    }
+}
+
+fn serve_token(
+    mut stream: std::net::TcpStream,
+    user: &str,
+    password: &str,
+    key: &std::path::Path,
+    x5c: &str,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{BufRead, Write};
+
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(value.trim().to_owned());
+        }
+    }
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    if authorization.as_deref() != Some(expected.as_str()) {
+        return stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let target = request_line.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, query)| query);
+    let mut access = Vec::new();
+    for pair in query.split('&') {
+        if let Some(scope) = pair.strip_prefix("scope=") {
+            let scope = scope
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",");
+            let parts: Vec<&str> = scope.splitn(3, ':').collect();
+            if parts.len() == 3 {
+                access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": "kiln-test-issuer", "sub": user, "aud": "kiln-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        url.encode(header.to_string()),
+        url.encode(claims.to_string())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", url.encode(signature));
+    let body = serde_json::json!({"token": token, "access_token": token}).to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn bearer_tokens_from_the_registrys_token_service() {
+    let env = TestEnv::new();
+    let tokens = TokenService::start(&env, "robot", "t0ken-pass");
+    let registry = Registry::start_with(&env, &tokens.registry_config());
+    build(&env, "tokened", "1", "");
+    let remote = format!("{}/team/tokened", registry.host());
+
+    let anonymous = env.kiln(["push", "tokened:1", &remote]);
+    anonymous.expect_code(1);
+    assert!(
+        anonymous.stderr.contains("asks for credentials"),
+        "{}",
+        anonymous.stderr
+    );
+    let wrong = env.kiln_with_env(
+        ["push", "tokened:1", &remote],
+        &[
+            ("KILN_REGISTRY_USER", "robot"),
+            ("KILN_REGISTRY_PASSWORD", "bad-t0ken"),
+        ],
+    );
+    wrong.expect_code(1);
+    assert!(
+        wrong.stderr.contains("refused the credentials"),
+        "{}",
+        wrong.stderr
+    );
+
+    let credentials = [
+        ("KILN_REGISTRY_USER", "robot"),
+        ("KILN_REGISTRY_PASSWORD", "t0ken-pass"),
+    ];
+    let pushed = env.kiln_with_env(["push", "tokened:1", &remote], &credentials);
+    pushed.expect_code(0);
+    let fresh = TestEnv::new();
+    fresh
+        .kiln_with_env(["pull", &format!("{remote}:1")], &credentials)
+        .expect_code(0);
+    assert_eq!(
+        fresh.stored_digest("tokened:1"),
+        env.stored_digest("tokened:1")
+    );
 }

@@ -1,0 +1,163 @@
+//! Pushing the Debian-based image to a registry: kiln beside `skopeo copy`
+//! of the same OCI layout, to an empty registry and to one that has every
+//! blob already. Each side gets its own fresh docker-registry on loopback.
+//!
+//! `cargo bench --bench push` (as root, with docker-registry, skopeo and
+//! mmdebstrap; the Debian tree is shared with the bake bench).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let storage = dir.join(format!("registry-{port}"));
+        std::fs::create_dir_all(&storage).unwrap();
+        let config = storage.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn timed(command: &mut Command) -> Duration {
+    let started = Instant::now();
+    let output = command.output().expect("run the command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed()
+}
+
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
+}
+
+fn debian_tree(target: &Path) -> PathBuf {
+    let tree = target.join("debian-minbase");
+    if !tree.join("etc/debian_version").exists() {
+        let status = Command::new("mmdebstrap")
+            .args([
+                "--variant=minbase",
+                "--mode=root",
+                "--format=directory",
+                "bookworm",
+            ])
+            .arg(&tree)
+            .status()
+            .expect("run mmdebstrap");
+        assert!(status.success());
+    }
+    tree
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&target).unwrap();
+    let tree = debian_tree(&target);
+    let dir = tempfile::tempdir_in(&target).unwrap();
+    let home = dir.path().join("home");
+    let template = dir.path().join("debian.toml");
+    std::fs::write(
+        &template,
+        format!("[image]\nname = \"debian\"\nversion = \"1\"\n\n[source]\ntype = \"directory\"\npath = \"{}\"\n", tree.display()),
+    )
+    .unwrap();
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    timed(
+        Command::new(kiln)
+            .arg("build")
+            .arg(&template)
+            .env("KILN_HOME", &home),
+    );
+    let store = home.join("store");
+
+    let mut kiln_empty = Vec::new();
+    let mut kiln_present = Vec::new();
+    let mut skopeo_empty = Vec::new();
+    let mut skopeo_present = Vec::new();
+    for _ in 0..RUNS {
+        let registry = Registry::start(dir.path());
+        let remote = format!("127.0.0.1:{}/bench/debian", registry.port);
+        let push = || {
+            let mut command = Command::new(kiln);
+            command
+                .args(["push", "debian:1", &remote])
+                .env("KILN_HOME", &home);
+            timed(&mut command)
+        };
+        kiln_empty.push(push());
+        kiln_present.push(push());
+        drop(registry);
+
+        let registry = Registry::start(dir.path());
+        let destination = format!("docker://127.0.0.1:{}/bench/debian:1", registry.port);
+        let source = format!("oci:{}:debian:1", store.display());
+        let copy = || {
+            timed(Command::new("skopeo").args([
+                "copy",
+                "--dest-tls-verify=false",
+                &source,
+                &destination,
+            ]))
+        };
+        skopeo_empty.push(copy());
+        skopeo_present.push(copy());
+    }
+    let (kiln_empty, kiln_present) = (median(kiln_empty), median(kiln_present));
+    let (skopeo_empty, skopeo_present) = (median(skopeo_empty), median(skopeo_present));
+    println!(
+        "image: a Debian bookworm minbase as one layer (about 59 MiB gzip'd); {RUNS} runs, median"
+    );
+    println!("| push | kiln | skopeo copy | skopeo / kiln |");
+    println!("|---|---|---|---|");
+    println!(
+        "| to an empty registry | {kiln_empty:.2} s | {skopeo_empty:.2} s | {:.2}x |",
+        skopeo_empty / kiln_empty
+    );
+    println!(
+        "| everything there already | {kiln_present:.2} s | {skopeo_present:.2} s | {:.2}x |",
+        skopeo_present / kiln_present
+    );
+}
