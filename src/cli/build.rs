@@ -2,7 +2,6 @@
 //! then builds them, `--jobs` at a time, into the store.
 
 use std::collections::VecDeque;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -69,13 +68,7 @@ pub fn run(args: BuildArgs) -> Exit {
         no_cache: args.no_cache,
     };
     let cancelled = cancel_flag();
-    let reporter: Box<dyn Reporter> = if args.json {
-        Box::new(reporters::Json)
-    } else if std::io::stdout().is_terminal() {
-        Box::new(reporters::Bars::new())
-    } else {
-        Box::new(reporters::Plain::default())
-    };
+    let reporter = reporters::choose(args.json);
     let jobs = args.jobs.unwrap_or(1).clamp(1, templates.len().max(1));
     let queue: Mutex<VecDeque<(usize, &Template)>> =
         Mutex::new(templates.iter().enumerate().collect());
@@ -106,7 +99,7 @@ pub fn run(args: BuildArgs) -> Exit {
         match result {
             Ok(_) => {
                 if !args.no_publish
-                    && let Err(error) = publish(template, &args.remote)
+                    && let Err(error) = publish(template, &args.remote, reporter.as_ref())
                 {
                     eprintln!(
                         "error: failed to publish {}:{}: {}",
@@ -150,9 +143,11 @@ pub fn run(args: BuildArgs) -> Exit {
 fn publish(
     template: &Template,
     options: &kiln::remote::RemoteOptions,
+    reporter: &dyn Reporter,
 ) -> Result<(), kiln::remote::RemoteError> {
     use kiln::reference::{StoreRef, StoreTarget};
-    use kiln::remote::{Registry, RemoteError, block_on, push::push};
+    use kiln::remote::push::{PushTarget, push};
+    use kiln::remote::{Registry, RemoteError, block_on};
 
     let publish = &template.publish;
     if publish.channels.is_empty() && publish.remote.is_empty() {
@@ -164,9 +159,10 @@ fn publish(
         store
             .set_channel(&image.name, channel, &image.version, "publish")
             .map_err(|error| RemoteError::Invalid(diagnostics::error_chain(&error)))?;
-        println!(
-            "{}:{}: channel {channel} moved to {}",
-            image.name, image.version, image.version
+        // On stderr: stdout may be a stream of JSON events.
+        eprintln!(
+            "{}: channel {channel} moved to {}",
+            image.name, image.version
         );
     }
     let entry = store.resolve(&StoreRef {
@@ -176,36 +172,27 @@ fn publish(
     for remote in &publish.remote {
         let registry = Registry::new(&remote.host, options)?;
         let repository = remote.repository.as_str();
-        let pushed = block_on(push(
+        let target = |tag, movable| PushTarget {
+            registry: &registry,
+            repository,
+            tag,
+            movable,
+        };
+        block_on(push(
             &store,
             &options.home,
             &entry,
-            &registry,
-            repository,
-            image.version.as_str(),
-            false,
+            target(image.version.as_str(), false),
+            reporter,
         ))?;
-        println!(
-            "{}:{}: pushed to {remote}:{} ({} sent)",
-            image.name,
-            image.version,
-            image.version,
-            reporters::human_bytes(pushed.sent_bytes())
-        );
         for channel in &publish.channels {
             block_on(push(
                 &store,
                 &options.home,
                 &entry,
-                &registry,
-                repository,
-                channel.as_str(),
-                true,
+                target(channel.as_str(), true),
+                reporter,
             ))?;
-            println!(
-                "{}:{}: tagged {remote}:{channel}",
-                image.name, image.version
-            );
         }
     }
     Ok(())

@@ -185,6 +185,9 @@ pub enum Command {
         #[arg(value_name = "REF")]
         reference: String,
         remote: String,
+        /// One JSON event per line on stdout
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
@@ -195,6 +198,9 @@ pub enum Command {
         /// Store it under this NAME:VERSION
         #[arg(long = "as", value_name = "NAME:VERSION")]
         store_as: Option<String>,
+        /// One JSON event per line on stdout
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
@@ -326,13 +332,20 @@ fn run(command: Command) -> Exit {
         Command::Push {
             reference,
             remote,
+            json,
             remote_args,
-        } => push::run(&reference, &remote, &remote_args.options()),
+        } => push::run(&reference, &remote, &remote_args.options(), json),
         Command::Pull {
             reference,
             store_as,
+            json,
             remote_args,
-        } => pull::run(&reference, store_as.as_deref(), &remote_args.options()),
+        } => pull::run(
+            &reference,
+            store_as.as_deref(),
+            &remote_args.options(),
+            json,
+        ),
         Command::Channel(command) => channel::run(command),
         Command::Login {
             registry,

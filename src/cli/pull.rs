@@ -7,7 +7,9 @@ use kiln::store::{Store, Tagged};
 
 use super::{Exit, diagnostics::error_chain};
 
-pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions) -> Exit {
+pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions, json: bool) -> Exit {
+    let reporter = super::reporters::choose(json);
+    let started = std::time::Instant::now();
     let remote: RemoteRef = match reference.parse() {
         Ok(remote) => remote,
         Err(reason) => {
@@ -48,20 +50,23 @@ pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions) -> 
         .and_then(|store| {
             let registry = Registry::new(&remote.host, options)?;
             block_on(kiln::remote::pull::pull(
-                &store, &registry, &remote, &name, &version,
+                &store,
+                &registry,
+                &remote,
+                &name,
+                &version,
+                reporter.as_ref(),
             ))
         });
     match result {
         Ok(pulled) => {
-            let note = if pulled.tagged == Tagged::AlreadyStored {
-                " (already stored)"
-            } else {
-                ""
-            };
-            println!(
-                "pulled {remote} as {name}:{version} {}{note}, {} blobs fetched",
-                pulled.digest, pulled.fetched_blobs
-            );
+            reporter.report(kiln::pipeline::reporter::Event::ImageStored {
+                build: remote.to_string(),
+                reference: format!("{name}:{version}"),
+                digest: pulled.digest,
+                unchanged: pulled.tagged == Tagged::AlreadyStored,
+                seconds: started.elapsed().as_secs_f64(),
+            });
             Exit::Success
         }
         Err(error) => {

@@ -1,13 +1,13 @@
 //! `kiln push REF REMOTE`: a stored image to a registry repository.
 
 use kiln::reference::{RemoteRef, StoreRef, StoreTarget};
-use kiln::remote::push::BlobOutcome;
 use kiln::remote::{Registry, RemoteOptions, block_on};
 use kiln::store::Store;
 
-use super::{Exit, diagnostics::error_chain, reporters::human_bytes};
+use super::{Exit, diagnostics::error_chain};
 
-pub fn run(reference: &str, remote: &str, options: &RemoteOptions) -> Exit {
+pub fn run(reference: &str, remote: &str, options: &RemoteOptions, json: bool) -> Exit {
+    let reporter = super::reporters::choose(json);
     let reference: StoreRef = match reference.parse() {
         Ok(reference) => reference,
         Err(reason) => {
@@ -35,42 +35,23 @@ pub fn run(reference: &str, remote: &str, options: &RemoteOptions) -> Exit {
             None => entry.version.to_string(),
         };
         let registry = Registry::new(&remote.host, options)?;
+        let target = kiln::remote::push::PushTarget {
+            registry: &registry,
+            repository: remote.repository.as_str(),
+            tag: &tag,
+            movable: false,
+        };
         let report = block_on(kiln::remote::push::push(
             &store,
             &options.home,
             &entry,
-            &registry,
-            remote.repository.as_str(),
-            &tag,
-            false,
+            target,
+            reporter.as_ref(),
         ))?;
-        Ok((report, tag))
+        Ok(report)
     })();
     match result {
-        Ok((report, tag)) => {
-            let target = format!("{}/{}:{tag}", remote.host, remote.repository);
-            if report.unchanged {
-                println!("{target} is {reference} already; nothing to send");
-                return Exit::Success;
-            }
-            for (descriptor, outcome) in &report.blobs {
-                let what = match outcome {
-                    BlobOutcome::Sent => "sent",
-                    BlobOutcome::Mounted => "mounted",
-                    BlobOutcome::Present => "present",
-                };
-                println!(
-                    "{what:<8} {} ({})",
-                    descriptor.digest,
-                    human_bytes(descriptor.size)
-                );
-            }
-            println!(
-                "pushed {reference} to {target} ({} sent)",
-                human_bytes(report.sent_bytes())
-            );
-            Exit::Success
-        }
+        Ok(_) => Exit::Success,
         Err(error) => {
             eprintln!("error: failed to push {reference}: {}", error_chain(&error));
             if error.is_conflict() {

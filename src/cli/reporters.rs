@@ -105,7 +105,37 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
                 format!("{build}: stored {digest} in {seconds:.1}s")
             }
         }
-        Event::BuildFailed { .. } => return None,
+        Event::BuildFailed { .. }
+        | Event::TransferStarted { .. }
+        | Event::TransferProgress { .. } => return None,
+        Event::TransferFinished {
+            digest,
+            size,
+            outcome,
+            seconds,
+            ..
+        } => format!(
+            "{build} {:<7} {digest} ({}) in {seconds:.1}s",
+            outcome.word(),
+            human_bytes(*size)
+        ),
+        Event::ImagePushed {
+            reference,
+            digest,
+            sent_bytes,
+            unchanged,
+            seconds,
+            ..
+        } => {
+            if *unchanged {
+                format!("{build} is {reference} already; nothing to send")
+            } else {
+                format!(
+                    "{build}: pushed {reference} {digest} ({} sent) in {seconds:.1}s",
+                    human_bytes(*sent_bytes)
+                )
+            }
+        }
     })
 }
 
@@ -122,6 +152,18 @@ fn remember_total(totals: &Mutex<HashMap<String, usize>>, event: &Event) -> Hash
         totals.insert(build.clone(), *stages);
     }
     totals.clone()
+}
+
+/// Bars on a terminal, lines elsewhere, or JSON.
+pub fn choose(json: bool) -> Box<dyn Reporter> {
+    use std::io::IsTerminal;
+    if json {
+        Box::new(Json)
+    } else if std::io::stdout().is_terminal() {
+        Box::new(Bars::new())
+    } else {
+        Box::new(Plain::default())
+    }
 }
 
 /// Timestamped lines on stdout, for logs and pipes.
@@ -206,7 +248,28 @@ impl Reporter for Bars {
                 ));
             }
             Event::TestStarted { name, .. } => bar.set_message(format!("test `{name}`")),
-            Event::ImageStored { .. } | Event::BuildFailed { .. } => {
+            Event::TransferStarted {
+                digest,
+                size,
+                direction,
+                ..
+            } => {
+                let verb = match direction {
+                    kiln::pipeline::reporter::Direction::Push => "sending",
+                    kiln::pipeline::reporter::Direction::Pull => "fetching",
+                };
+                bar.set_message(format!("{verb} {} ({})", short(digest), human_bytes(*size)));
+            }
+            Event::TransferProgress { digest, bytes, .. } => {
+                let rate = bar.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{}: {} ({}/s)",
+                    short(digest),
+                    human_bytes(*bytes),
+                    human_bytes((*bytes as f64 / rate) as u64)
+                ));
+            }
+            Event::ImageStored { .. } | Event::BuildFailed { .. } | Event::ImagePushed { .. } => {
                 if let Some(text) = line(&event, &totals) {
                     let _ = self.multi.println(text);
                 }

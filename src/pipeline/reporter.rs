@@ -98,6 +98,62 @@ pub enum Event {
         build: String,
         error: String,
     },
+    /// A blob starts going to (push) or coming from (pull) a registry.
+    TransferStarted {
+        build: String,
+        digest: Digest,
+        size: u64,
+        direction: Direction,
+    },
+    TransferProgress {
+        build: String,
+        digest: Digest,
+        bytes: u64,
+    },
+    TransferFinished {
+        build: String,
+        digest: Digest,
+        size: u64,
+        outcome: TransferOutcome,
+        seconds: f64,
+    },
+    ImagePushed {
+        build: String,
+        reference: String,
+        digest: Digest,
+        sent_bytes: u64,
+        unchanged: bool,
+        seconds: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Push,
+    Pull,
+}
+
+/// What became of one blob of a push or pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferOutcome {
+    Sent,
+    Mounted,
+    /// The registry (push) or the store (pull) had it already.
+    Present,
+    Fetched,
+}
+
+impl TransferOutcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            TransferOutcome::Sent => "sent",
+            TransferOutcome::Mounted => "mounted",
+            TransferOutcome::Present => "present",
+            TransferOutcome::Fetched => "fetched",
+        }
+    }
 }
 
 impl Event {
@@ -115,7 +171,11 @@ impl Event {
             | Event::TestOutput { build, .. }
             | Event::TestFinished { build, .. }
             | Event::ImageStored { build, .. }
-            | Event::BuildFailed { build, .. } => build,
+            | Event::BuildFailed { build, .. }
+            | Event::TransferStarted { build, .. }
+            | Event::TransferProgress { build, .. }
+            | Event::TransferFinished { build, .. }
+            | Event::ImagePushed { build, .. } => build,
         }
     }
 }

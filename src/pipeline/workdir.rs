@@ -4,32 +4,48 @@
 //! point; it is removed when the build ends, whatever the outcome. A build
 //! killed outright leaves its folder behind; it holds a lock on it while it
 //! lives, so the next build can tell an abandoned folder from a busy one
-//! and remove it.
+//! and remove it. A folder is locked before it gets its `build-` name, so
+//! no build ever sees a live folder unlocked.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub struct WorkDir {
-    dir: tempfile::TempDir,
+    path: PathBuf,
     _lock: File,
 }
 
 const LOCK: &str = ".lock";
+const PREFIX: &str = "build-";
+const STARTING: &str = ".starting-";
+
+/// A folder still called `.starting-…` this long after it was made belongs
+/// to a build killed while it started.
+const STARTING_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl WorkDir {
     pub fn create(home: &Path) -> io::Result<Self> {
         let tmp = home.join("tmp");
         fs::create_dir_all(&tmp)?;
         remove_abandoned(&tmp);
-        let dir = tempfile::Builder::new().prefix("build-").tempdir_in(&tmp)?;
-        let lock = File::create(dir.path().join(LOCK))?;
+        let starting = tempfile::Builder::new()
+            .prefix(STARTING)
+            .tempdir_in(&tmp)?
+            .keep();
+        let lock = File::create(starting.join(LOCK))?;
         lock.lock()?;
-        Ok(Self { dir, _lock: lock })
+        let name = starting
+            .file_name()
+            .map(|name| name.to_string_lossy().replacen(STARTING, PREFIX, 1))
+            .unwrap_or_default();
+        let path = tmp.join(name);
+        fs::rename(&starting, &path)?;
+        Ok(Self { path, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// A fresh, empty directory `name` inside the work folder.
@@ -43,16 +59,30 @@ impl WorkDir {
     }
 }
 
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 fn remove_abandoned(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("build-") {
-            continue;
-        }
-        let abandoned =
-            File::open(entry.path().join(LOCK)).is_ok_and(|lock| lock.try_lock().is_ok());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let abandoned = if name.starts_with(PREFIX) {
+            File::open(entry.path().join(LOCK)).is_ok_and(|lock| lock.try_lock().is_ok())
+        } else if name.starts_with(STARTING) {
+            entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > STARTING_GRACE)
+        } else {
+            false
+        };
         if abandoned {
             let _ = fs::remove_dir_all(entry.path());
         }

@@ -403,6 +403,7 @@ impl Registry {
         size: u64,
         path: &Path,
         mount_from: Option<&str>,
+        sent: &std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<()> {
         let mut start = format!("/v2/{repository}/blobs/uploads/");
         if let Some(from) = mount_from {
@@ -439,12 +440,16 @@ impl Registry {
                     .header(CONTENT_LENGTH, size);
                 match std::fs::File::open(path) {
                     // 1 MiB reads: a file's default small chunks cost more than the network here.
-                    Ok(file) => request.body(reqwest::Body::wrap_stream(
-                        tokio_util::io::ReaderStream::with_capacity(
-                            tokio::fs::File::from_std(file),
-                            1 << 20,
-                        ),
-                    )),
+                    Ok(file) => {
+                        sent.store(0, std::sync::atomic::Ordering::Relaxed);
+                        let counted = Counting {
+                            inner: tokio::fs::File::from_std(file),
+                            count: sent.clone(),
+                        };
+                        request.body(reqwest::Body::wrap_stream(
+                            tokio_util::io::ReaderStream::with_capacity(counted, 1 << 20),
+                        ))
+                    }
                     Err(_) => request,
                 }
             })
@@ -631,6 +636,7 @@ impl Registry {
         repository: &str,
         descriptor: &oci::Descriptor,
         store: &crate::store::Store,
+        on_progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<()> {
         let url = self.url(&format!("/v2/{repository}/blobs/{}", descriptor.digest));
         let mut response = self
@@ -661,6 +667,8 @@ impl Registry {
                 .commit_expected(&expected.digest, expected.size)
                 .map_err(|error| error.to_string())
         });
+        let mut received_bytes = 0u64;
+        let mut reported = 0u64;
         loop {
             let chunk = response
                 .chunk()
@@ -670,6 +678,11 @@ impl Registry {
                     source,
                 })?;
             let Some(chunk) = chunk else { break };
+            received_bytes += chunk.len() as u64;
+            if received_bytes - reported >= 4 << 20 {
+                on_progress(received_bytes);
+                reported = received_bytes;
+            }
             if chunks.send(chunk.to_vec()).await.is_err() {
                 break;
             }
@@ -710,6 +723,27 @@ impl Registry {
             ))
         })?;
         Ok(tags.tags.unwrap_or_default())
+    }
+}
+
+/// An async reader that counts the bytes read through it, for progress.
+struct Counting<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.count
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        poll
     }
 }
 

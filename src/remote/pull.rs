@@ -4,6 +4,7 @@
 
 use super::{MEDIA_TYPE_DOCKER_LIST, Registry, RemoteError, Result};
 use crate::oci::{self, Manifest};
+use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::{Digest, ImageName, RemoteRef, StoreTarget, Version};
 use crate::store::{Store, Tagged};
 
@@ -21,7 +22,9 @@ pub async fn pull(
     remote: &RemoteRef,
     name: &ImageName,
     version: &Version,
+    reporter: &dyn Reporter,
 ) -> Result<Pulled> {
+    let label = remote.to_string();
     let repository = remote.repository.as_str();
     let reference = match &remote.target {
         Some(StoreTarget::Version(tag)) => tag.to_string(),
@@ -54,13 +57,36 @@ pub async fn pull(
     })?;
     let mut fetched_blobs = 0;
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        if store.has_blob(&descriptor.digest) {
-            continue;
-        }
-        registry
-            .download_blob(repository, descriptor, store)
-            .await?;
-        fetched_blobs += 1;
+        let started = std::time::Instant::now();
+        let outcome = if store.has_blob(&descriptor.digest) {
+            TransferOutcome::Present
+        } else {
+            reporter.report(Event::TransferStarted {
+                build: label.clone(),
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                direction: Direction::Pull,
+            });
+            let mut progress = |bytes| {
+                reporter.report(Event::TransferProgress {
+                    build: label.clone(),
+                    digest: descriptor.digest.clone(),
+                    bytes,
+                })
+            };
+            registry
+                .download_blob(repository, descriptor, store, &mut progress)
+                .await?;
+            fetched_blobs += 1;
+            TransferOutcome::Fetched
+        };
+        reporter.report(Event::TransferFinished {
+            build: label.clone(),
+            digest: descriptor.digest.clone(),
+            size: descriptor.size,
+            outcome,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     let descriptor = store.put_bytes(&media_type, &bytes)?;
     let tagged = store.tag(name, version, &descriptor)?;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{Registry, RemoteError, Result};
 use crate::oci::{Descriptor, Manifest};
+use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
 use crate::store::{ImageEntry, Store};
 
@@ -63,17 +64,30 @@ fn remember_blobs(home: &Path, host: &str, known: &BTreeMap<Digest, String>) {
     }
 }
 
-/// Pushes `entry` to `repository` as `tag`. A version tag (`movable` false)
-/// that points at another digest already is refused; a channel tag moves.
+/// Where a push goes: a repository of a registry, and the tag to set.
+pub struct PushTarget<'a> {
+    pub registry: &'a Registry,
+    pub repository: &'a str,
+    pub tag: &'a str,
+    /// A channel tag moves; a version tag that points elsewhere is refused.
+    pub movable: bool,
+}
+
+/// Pushes `entry` to `target`. `home` keeps which repositories of a
+/// registry hold which blobs, for cross-repository mounts.
 pub async fn push(
     store: &Store,
     home: &Path,
     entry: &ImageEntry,
-    registry: &Registry,
-    repository: &str,
-    tag: &str,
-    movable: bool,
+    target: PushTarget<'_>,
+    reporter: &dyn Reporter,
 ) -> Result<PushReport> {
+    let PushTarget {
+        registry,
+        repository,
+        tag,
+        movable,
+    } = target;
     let manifest_bytes = store.read_blob(&entry.manifest)?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|error| {
         RemoteError::Invalid(format!(
@@ -81,10 +95,19 @@ pub async fn push(
             entry.name, entry.version
         ))
     })?;
+    let started = std::time::Instant::now();
     let mut report = PushReport::default();
     if let Some(existing) = registry.tag_digest(repository, tag).await? {
         if existing == entry.manifest.digest {
             report.unchanged = true;
+            reporter.report(Event::ImagePushed {
+                build: format!("{}/{repository}:{tag}", registry.host()),
+                reference: format!("{}:{}", entry.name, entry.version),
+                digest: entry.manifest.digest.clone(),
+                sent_bytes: 0,
+                unchanged: true,
+                seconds: started.elapsed().as_secs_f64(),
+            });
             return Ok(report);
         }
         if !movable {
@@ -97,30 +120,61 @@ pub async fn push(
         }
     }
     let mut known = known_blobs(home, registry.host());
+    let label = format!("{}/{repository}:{tag}", registry.host());
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        let started = std::time::Instant::now();
         let outcome = if registry.blob_exists(repository, &descriptor.digest).await? {
             BlobOutcome::Present
         } else {
+            reporter.report(Event::TransferStarted {
+                build: label.clone(),
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                direction: Direction::Push,
+            });
             let path = store.blob_path(&descriptor.digest);
             let mount_from = known
                 .get(&descriptor.digest)
                 .filter(|other| *other != repository)
                 .cloned();
-            registry
-                .upload_blob(
-                    repository,
-                    &descriptor.digest,
-                    descriptor.size,
-                    &path,
-                    mount_from.as_deref(),
-                )
-                .await?;
+            let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let upload = registry.upload_blob(
+                repository,
+                &descriptor.digest,
+                descriptor.size,
+                &path,
+                mount_from.as_deref(),
+                &sent,
+            );
+            tokio::pin!(upload);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    result = &mut upload => break result?,
+                    _ = tick.tick() => reporter.report(Event::TransferProgress {
+                        build: label.clone(),
+                        digest: descriptor.digest.clone(),
+                        bytes: sent.load(std::sync::atomic::Ordering::Relaxed),
+                    }),
+                }
+            }
             if mount_from.is_some() && registry.blob_exists(repository, &descriptor.digest).await? {
                 BlobOutcome::Mounted
             } else {
                 BlobOutcome::Sent
             }
         };
+        reporter.report(Event::TransferFinished {
+            build: label.clone(),
+            digest: descriptor.digest.clone(),
+            size: descriptor.size,
+            outcome: match outcome {
+                BlobOutcome::Sent => TransferOutcome::Sent,
+                BlobOutcome::Mounted => TransferOutcome::Mounted,
+                BlobOutcome::Present => TransferOutcome::Present,
+            },
+            seconds: started.elapsed().as_secs_f64(),
+        });
         known.insert(descriptor.digest.clone(), repository.to_owned());
         report.blobs.push((descriptor.clone(), outcome));
     }
@@ -128,5 +182,13 @@ pub async fn push(
     registry
         .put_manifest(repository, tag, &entry.manifest.media_type, &manifest_bytes)
         .await?;
+    reporter.report(Event::ImagePushed {
+        build: label,
+        reference: format!("{}:{}", entry.name, entry.version),
+        digest: entry.manifest.digest.clone(),
+        sent_bytes: report.sent_bytes(),
+        unchanged: false,
+        seconds: started.elapsed().as_secs_f64(),
+    });
     Ok(report)
 }

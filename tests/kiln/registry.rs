@@ -134,7 +134,8 @@ fn skopeo_digest(reference: &str, credentials: Option<&str>) -> String {
 fn blobs(stdout: &str, outcome: &str) -> usize {
     stdout
         .lines()
-        .filter(|line| line.split_whitespace().next() == Some(outcome))
+        // `TIME TARGET OUTCOME DIGEST (SIZE) in …`
+        .filter(|line| line.split_whitespace().nth(2) == Some(outcome))
         .count()
 }
 
@@ -199,6 +200,23 @@ fn push_then_skopeo_reads_it_and_a_second_push_sends_nothing() {
         "{}",
         newer.stdout
     );
+
+    // --json: one event a line, and nothing else on stdout.
+    let third = format!("{}/json/web", registry.host());
+    let json = env.kiln(["push", "--json", "web:1.0", &third]);
+    json.expect_code(0);
+    let events: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let finished = events
+        .iter()
+        .filter(|event| event["event"] == "transfer_finished")
+        .count();
+    assert_eq!(finished, 3, "{}", json.stdout);
+    assert_eq!(events.last().unwrap()["event"], "image_pushed");
+    assert_eq!(events.last().unwrap()["digest"], digest.as_str());
 
     let listing = env.kiln(["images", &remote]);
     listing.expect_code(0);
