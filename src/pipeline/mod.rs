@@ -907,21 +907,29 @@ impl<'a> Build<'a> {
 
     fn store_image(&mut self) -> Result<Built, BuildError> {
         let image = &self.template.image;
+        let redact = |text: &str| self.redactor.redact(text).into_owned();
         let config = ImageConfig {
             created: Some(self.created()),
             architecture: oci::host_architecture().to_owned(),
             os: "linux".to_owned(),
+            // Sensitive values never reach the stored config.
             config: ContainerConfig {
-                user: image.user.clone(),
-                env: image
-                    .env
+                user: image.user.as_deref().map(redact),
+                env: image.env.iter().map(|entry| redact(entry)).collect(),
+                entrypoint: image
+                    .entrypoint
+                    .as_ref()
+                    .map(|args| args.iter().map(|arg| redact(arg)).collect()),
+                cmd: image
+                    .cmd
+                    .as_ref()
+                    .map(|args| args.iter().map(|arg| redact(arg)).collect()),
+                working_dir: image.workdir.as_deref().map(redact),
+                labels: image
+                    .labels
                     .iter()
-                    .map(|entry| self.redactor.redact(entry).into_owned())
+                    .map(|(key, value)| (key.clone(), redact(value)))
                     .collect(),
-                entrypoint: image.entrypoint.clone(),
-                cmd: image.cmd.clone(),
-                working_dir: image.workdir.clone(),
-                labels: image.labels.clone(),
             },
             rootfs: RootFs {
                 kind: "layers".to_owned(),

@@ -938,3 +938,54 @@ fn a_debootstrap_source_without_its_tools_names_the_package() {
     );
     env.assert_no_leftovers();
 }
+
+#[test]
+fn sensitive_values_stay_out_of_output_config_and_history() {
+    let env = TestEnv::new();
+    let secret = "sup3r-s3cret-t0ken";
+    let template = env.write(
+        "secret.toml",
+        &format!(
+            "[image]\nname = \"secret\"\nversion = \"1\"\nlabels = {{ token = \"${{var.token}}\" }}\nenv = [\"TOKEN=${{var.token}}\"]\ncmd = [\"--token\", \"${{var.token}}\"]\n\n\
+             [variables.token]\nsensitive = true\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n\n\
+             [[provisioner]]\ntype = \"shell\"\ninline = [\"echo using ${{var.token}}\", \"echo \\\"$TOKEN\\\" | wc -c > /etc/token-length\"]\nenv = {{ TOKEN = \"${{var.token}}\" }}\n",
+            crate::util::busybox_tarball().display()
+        ),
+    );
+    let outcome = env.kiln([
+        "build",
+        template.to_str().unwrap(),
+        "--var",
+        &format!("token={secret}"),
+    ]);
+    outcome.expect_code(0);
+    assert!(
+        outcome.stdout.contains("| using <sensitive>"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(!outcome.stdout.contains(secret) && !outcome.stderr.contains(secret));
+    // The command did get the real value.
+    let rootfs = env.umoci_unpack("secret:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/token-length"))
+            .unwrap()
+            .trim(),
+        (secret.len() + 1).to_string()
+    );
+    // No JSON document of the store or the cache holds it.
+    for dir in [
+        env.store().join("blobs/sha256"),
+        env.home().join("cache/stages"),
+    ] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if bytes.first() == Some(&b'{') {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(secret),
+                    "a stored document holds the secret"
+                );
+            }
+        }
+    }
+}
