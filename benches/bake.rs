@@ -7,12 +7,13 @@
 //! Each tool runs RUNS times; the median wall time is printed with the
 //! output size and the ratio to kiln.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiln::bake::{TreeOptions, bake_layer};
 use kiln::store::Store;
+
+mod common;
 
 const RUNS: usize = 3;
 
@@ -32,29 +33,6 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-fn bench_tree(target: &Path) -> PathBuf {
-    if let Some(tree) = std::env::var_os("KILN_BENCH_TREE") {
-        return tree.into();
-    }
-    let tree = target.join("debian-minbase");
-    if !tree.join("etc/debian_version").exists() {
-        let _ = std::fs::remove_dir_all(&tree);
-        eprintln!("making the bench tree with mmdebstrap (once)...");
-        let status = Command::new("mmdebstrap")
-            .args([
-                "--variant=minbase",
-                "--mode=root",
-                "--format=directory",
-                "bookworm",
-            ])
-            .arg(&tree)
-            .status()
-            .expect("run mmdebstrap (apt-get install mmdebstrap)");
-        assert!(status.success());
-    }
-    tree
-}
-
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
@@ -70,9 +48,8 @@ fn main() {
             "the bake bench needs {tool}: apt-get install {tool}"
         );
     }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&target).unwrap();
-    let tree = bench_tree(&target);
+    let target = common::bench_dir();
+    let tree = common::debian_tree();
     let scratch = tempfile::tempdir_in(&target).unwrap();
     let tree_size: u64 = String::from_utf8(
         Command::new("du")

@@ -7,6 +7,9 @@
 //! cold build, the unchanged rebuild under 2%.
 
 use std::path::Path;
+
+#[allow(dead_code, reason = "this bench needs only the bench folder")]
+mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -63,8 +66,7 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&target).unwrap();
+    let target = common::bench_dir();
     let dir = tempfile::tempdir_in(&target).unwrap();
     let template = dir.path().join("bench.toml");
     std::fs::write(&template, TEMPLATE).unwrap();

@@ -5,9 +5,11 @@
 //! `cargo bench --bench push` (as root, with docker-registry, skopeo and
 //! mmdebstrap; the Debian tree is shared with the bake bench).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const RUNS: usize = 3;
 
@@ -71,31 +73,12 @@ fn median(mut times: Vec<Duration>) -> f64 {
     times[times.len() / 2].as_secs_f64()
 }
 
-fn debian_tree(target: &Path) -> PathBuf {
-    let tree = target.join("debian-minbase");
-    if !tree.join("etc/debian_version").exists() {
-        let status = Command::new("mmdebstrap")
-            .args([
-                "--variant=minbase",
-                "--mode=root",
-                "--format=directory",
-                "bookworm",
-            ])
-            .arg(&tree)
-            .status()
-            .expect("run mmdebstrap");
-        assert!(status.success());
-    }
-    tree
-}
-
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&target).unwrap();
-    let tree = debian_tree(&target);
+    let target = common::bench_dir();
+    let tree = common::debian_tree();
     let dir = tempfile::tempdir_in(&target).unwrap();
     let home = dir.path().join("home");
     let template = dir.path().join("debian.toml");

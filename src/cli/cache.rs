@@ -29,17 +29,7 @@ pub fn run(command: CacheCommand) -> Exit {
                     kiln::oci::rfc3339(used),
                 ]);
             }
-            let widths: Vec<usize> = (0..5)
-                .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-                .collect();
-            for row in rows {
-                let cells: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(cell, width)| format!("{cell:<width$}"))
-                    .collect();
-                println!("{}", cells.join("  ").trim_end());
-            }
+            super::reporters::print_table(&rows);
             Exit::Success
         }
         CacheCommand::Prune {

@@ -135,16 +135,6 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    super::reporters::print_table(&rows);
     exit
 }

@@ -24,6 +24,21 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Prints rows as columns padded to their widest cell; the first row is the header.
+pub fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
 fn short(digest: &kiln::reference::Digest) -> String {
     format!("sha256:{}", &digest.hex()[..12])
 }

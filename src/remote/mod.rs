@@ -170,10 +170,7 @@ impl Registry {
             })?;
             builder = builder.add_root_certificate(certificate);
         }
-        let client = builder.build().map_err(|source| RemoteError::Connect {
-            host: host.to_owned(),
-            source,
-        })?;
+        let client = builder.build().map_err(connect_error(host.to_owned()))?;
         Ok(Self {
             host: host.to_owned(),
             base: format!("{scheme}://{host}"),
@@ -288,13 +285,7 @@ impl Registry {
                 if let Some(credentials) = &self.credentials {
                     request = request.header(AUTHORIZATION, credentials.basic_header());
                 }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|source| RemoteError::Connect {
-                        host: realm.clone(),
-                        source,
-                    })?;
+                let response = request.send().await.map_err(connect_error(realm.clone()))?;
                 match response.status() {
                     StatusCode::OK => {}
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -325,10 +316,7 @@ impl Registry {
                 let body = response
                     .bytes()
                     .await
-                    .map_err(|source| RemoteError::Connect {
-                        host: realm.clone(),
-                        source,
-                    })?;
+                    .map_err(connect_error(realm.clone()))?;
                 let body: TokenResponse = serde_json::from_slice(&body)
                     .map_err(|error| RemoteError::Invalid(format!("the token service at {realm} answered something that is not a token: {error}")))?;
                 let token = body.token.or(body.access_token).ok_or_else(|| {
@@ -598,10 +586,7 @@ impl Registry {
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| RemoteError::Connect {
-                host: self.host.clone(),
-                source,
-            })?;
+            .map_err(connect_error(self.host.clone()))?;
         let actual = Digest::of(&bytes);
         let expected = reference
             .parse::<Digest>()
@@ -673,10 +658,7 @@ impl Registry {
             let chunk = response
                 .chunk()
                 .await
-                .map_err(|source| RemoteError::Connect {
-                    host: self.host.clone(),
-                    source,
-                })?;
+                .map_err(connect_error(self.host.clone()))?;
             let Some(chunk) = chunk else { break };
             received_bytes += chunk.len() as u64;
             if received_bytes - reported >= 4 << 20 {
@@ -712,10 +694,7 @@ impl Registry {
         let body = response
             .bytes()
             .await
-            .map_err(|source| RemoteError::Connect {
-                host: self.host.clone(),
-                source,
-            })?;
+            .map_err(connect_error(self.host.clone()))?;
         let tags: Tags = serde_json::from_slice(&body).map_err(|error| {
             RemoteError::Invalid(format!(
                 "{} answered a tag list kiln cannot read: {error}",
@@ -745,6 +724,12 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<R> {
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
         poll
     }
+}
+
+/// The error for a request that never got an answer from `host`.
+fn connect_error(host: impl Into<String>) -> impl FnOnce(reqwest::Error) -> RemoteError {
+    let host = host.into();
+    move |source| RemoteError::Connect { host, source }
 }
 
 fn backoff(attempt: u32) -> Duration {

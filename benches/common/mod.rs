@@ -1,0 +1,37 @@
+//! What the benchmarks share: their folder, and the Debian tree they bake
+//! and push, made once with mmdebstrap.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `target/bench`, made if missing.
+pub fn bench_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Debian bookworm minbase root (about 160 MiB), made once under
+/// `target/bench`, or the folder `KILN_BENCH_TREE` names.
+pub fn debian_tree() -> PathBuf {
+    if let Some(tree) = std::env::var_os("KILN_BENCH_TREE") {
+        return tree.into();
+    }
+    let tree = bench_dir().join("debian-minbase");
+    if !tree.join("etc/debian_version").exists() {
+        let _ = std::fs::remove_dir_all(&tree);
+        eprintln!("making the bench tree with mmdebstrap (once)...");
+        let status = Command::new("mmdebstrap")
+            .args([
+                "--variant=minbase",
+                "--mode=root",
+                "--format=directory",
+                "bookworm",
+            ])
+            .arg(&tree)
+            .status()
+            .expect("run mmdebstrap (apt-get install mmdebstrap)");
+        assert!(status.success(), "mmdebstrap failed");
+    }
+    tree
+}
