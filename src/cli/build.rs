@@ -21,6 +21,7 @@ pub struct BuildArgs {
     pub no_publish: bool,
     pub no_cache: bool,
     pub remote: kiln::remote::RemoteOptions,
+    pub output: Option<PathBuf>,
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -97,7 +98,7 @@ pub fn run(args: BuildArgs) -> Exit {
     for (index, result) in results {
         let template = &templates[index];
         match result {
-            Ok(_) => {
+            Ok(built) => {
                 if !args.no_publish
                     && let Err(error) = publish(template, &args.remote, reporter.as_ref())
                 {
@@ -112,18 +113,18 @@ pub fn run(args: BuildArgs) -> Exit {
                         _ => Exit::Failure,
                     };
                 }
-                if !template.post_processors.is_empty() {
-                    let kinds: Vec<&str> = template
-                        .post_processors
-                        .iter()
-                        .map(|post| post.kind())
-                        .collect();
+                if let Err(error) = post_process(
+                    template,
+                    &built,
+                    &options,
+                    args.output.as_deref(),
+                    reporter.as_ref(),
+                ) {
                     eprintln!(
-                        "note: post-processors are not implemented yet; skipped for {}:{}: {}",
-                        template.image.name,
-                        template.image.version,
-                        kinds.join(", ")
+                        "error: failed to post-process {}:{} (the image stays in the store): {error}",
+                        template.image.name, template.image.version
                     );
+                    exit = Exit::Failure;
                 }
             }
             Err(error) => {
@@ -136,6 +137,56 @@ pub fn run(args: BuildArgs) -> Exit {
         }
     }
     exit
+}
+
+/// Runs the template's post-processors into `output`, or
+/// `output/NAME-VERSION` beside the template.
+fn post_process(
+    template: &Template,
+    built: &Built,
+    options: &BuildOptions,
+    output: Option<&std::path::Path>,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
+    use kiln::post_processors::run::{PostContext, PostInputs, run_all};
+    use kiln::reference::{StoreRef, StoreTarget};
+
+    if template.post_processors.is_empty() {
+        return Ok(());
+    }
+    let image = &template.image;
+    let output = match output {
+        Some(output) => output.to_owned(),
+        None => template
+            .path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("output")
+            .join(format!(
+                "{}-{}",
+                image.name.as_str().replace('/', "_"),
+                image.version
+            )),
+    };
+    let store = kiln::store::Store::open(&options.home.join("store"))
+        .map_err(|error| diagnostics::error_chain(&error))?;
+    let entry = store
+        .resolve(&StoreRef {
+            name: image.name.clone(),
+            target: StoreTarget::Version(image.version.clone()),
+        })
+        .map_err(|error| diagnostics::error_chain(&error))?;
+    let mut cx = PostContext::new(PostInputs {
+        template,
+        built,
+        store: &store,
+        entry: &entry,
+        home: &options.home,
+        output,
+        epoch: options.epoch,
+        reporter,
+    });
+    run_all(&mut cx, &template.post_processors).map_err(|error| error.to_string())
 }
 
 /// Moves the template's channels to the new version, then pushes the

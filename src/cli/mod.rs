@@ -303,7 +303,7 @@ fn run(command: Command) -> Exit {
             vars,
             no_cache,
             on_error,
-            output: _,
+            output,
             no_publish,
             jobs,
             json,
@@ -320,6 +320,7 @@ fn run(command: Command) -> Exit {
             no_publish,
             no_cache,
             remote: remote_args.options(),
+            output,
         }),
         Command::Images { name, remote_args } => {
             images::run(name.as_deref(), &remote_args.options())

@@ -123,6 +123,9 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
         Event::BuildFailed { .. }
         | Event::TransferStarted { .. }
         | Event::TransferProgress { .. } => return None,
+        Event::ArtifactWritten { path, size, .. } => {
+            format!("{build}: wrote {path} ({})", human_bytes(*size))
+        }
         Event::TransferFinished {
             digest,
             size,

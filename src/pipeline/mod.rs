@@ -61,6 +61,19 @@ pub struct Built {
     pub manifest: Manifest,
     /// The same version with the same digest was stored already.
     pub unchanged: bool,
+    /// Each stage: what it was, how long it took, whether it was cached.
+    pub stages: Vec<StageRecord>,
+}
+
+/// One stage of a finished build, for `kiln-manifest.json`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StageRecord {
+    pub stage: usize,
+    pub kind: String,
+    pub seconds: f64,
+    pub cache_hit: bool,
+    /// The stage's layer, if it made one.
+    pub layer: Option<Digest>,
 }
 
 /// Lines of output kept for the error of a failed stage.
@@ -197,6 +210,7 @@ struct Build<'a> {
     last_keys: Vec<StageKey>,
     /// The first stage with `cache = false`: it and every later stage run.
     uncached_from: Option<usize>,
+    stage_records: Vec<StageRecord>,
 }
 
 /// Whether a stage runs, and why.
@@ -238,6 +252,7 @@ impl<'a> Build<'a> {
             keys: Vec::new(),
             last_keys,
             uncached_from: None,
+            stage_records: Vec::new(),
         })
     }
 
@@ -294,12 +309,26 @@ impl<'a> Build<'a> {
     }
 
     fn stage_finished(
-        &self,
+        &mut self,
         stage: usize,
         started: Instant,
         result: StageResult,
         cache: CacheStatus,
     ) {
+        self.stage_records.push(StageRecord {
+            stage,
+            kind: if stage == 0 {
+                self.template.source.kind().to_owned()
+            } else {
+                self.template.provisioners[stage - 1].kind().to_owned()
+            },
+            seconds: started.elapsed().as_secs_f64(),
+            cache_hit: cache == CacheStatus::Hit,
+            layer: match &result {
+                StageResult::Layer { digest, .. } => Some(digest.clone()),
+                _ => None,
+            },
+        });
         self.reporter.report(Event::StageFinished {
             build: self.name.clone(),
             stage,
@@ -978,6 +1007,7 @@ impl<'a> Build<'a> {
             digest: descriptor.digest.clone(),
             manifest,
             unchanged: tagged == Tagged::AlreadyStored,
+            stages: self.stage_records.clone(),
         };
         self.reporter.report(Event::ImageStored {
             build: self.name.clone(),
@@ -1032,7 +1062,7 @@ type ScriptRun = (Vec<String>, Vec<(PathBuf, String)>);
 
 /// The sandbox tasks of a shell stage: one for inline commands (run with
 /// `-e`, stopping at the first failure), or one per script.
-fn shell_tasks(spec: &ShellSpec, local: bool, template_dir: &Path) -> Vec<Task> {
+pub(crate) fn shell_tasks(spec: &ShellSpec, local: bool, template_dir: &Path) -> Vec<Task> {
     let mut env: Vec<(String, String)> = Vec::new();
     if !local {
         env.push((

@@ -117,6 +117,13 @@ pub enum Event {
         outcome: TransferOutcome,
         seconds: f64,
     },
+    /// A post-processor wrote a file into the output folder.
+    ArtifactWritten {
+        build: String,
+        path: String,
+        size: u64,
+        sha256: Digest,
+    },
     ImagePushed {
         build: String,
         reference: String,
@@ -175,7 +182,8 @@ impl Event {
             | Event::TransferStarted { build, .. }
             | Event::TransferProgress { build, .. }
             | Event::TransferFinished { build, .. }
-            | Event::ImagePushed { build, .. } => build,
+            | Event::ImagePushed { build, .. }
+            | Event::ArtifactWritten { build, .. } => build,
         }
     }
 }

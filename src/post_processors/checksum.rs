@@ -13,3 +13,22 @@ struct RawChecksum {}
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<()> {
     cx.shape::<RawChecksum>(at, true).map(|_| ())
 }
+
+/// Writes `SHA256SUMS` (as `sha256sum -c` reads it) of every artifact so far.
+pub(crate) fn run(cx: &mut super::run::PostContext<'_>) -> Result<(), String> {
+    use std::io::Write;
+
+    let mut text = String::new();
+    for artifact in &cx.artifacts {
+        let name = artifact
+            .path
+            .strip_prefix(&cx.output)
+            .unwrap_or(&artifact.path);
+        text.push_str(&format!("{}  {}\n", artifact.sha256.hex(), name.display()));
+    }
+    cx.write_artifact("SHA256SUMS", |mut out| {
+        out.write_all(text.as_bytes())?;
+        Ok(out)
+    })?;
+    Ok(())
+}

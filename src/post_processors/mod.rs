@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod disk;
 pub mod manifest;
 pub mod rootfs;
+pub mod run;
 pub mod shell_local;
 
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod debian;
 mod fmt;
+mod post;
 mod registry;
 mod templates;
 mod util;
