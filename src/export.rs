@@ -29,6 +29,8 @@ pub enum ExportError {
     },
     #[error("layer {0} has a media type kiln cannot read")]
     MediaType(String),
+    #[error("failed to make the disk: {0}")]
+    Disk(String),
     #[error("failed to {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -249,4 +251,41 @@ pub fn rootfs(
     buffered.flush().map_err(io_error("write", destination))?;
     drop(buffered);
     finish_file(file, destination)
+}
+
+/// Writes the flattened root as an ext4 disk (raw or qcow2) at
+/// `destination`, the same bytes the `disk` post-processor makes.
+pub fn disk(
+    store: &Store,
+    entry: &ImageEntry,
+    format: crate::post_processors::disk::DiskFormat,
+    destination: &Path,
+    scratch: &Path,
+    epoch: u64,
+) -> Result<(), ExportError> {
+    use crate::post_processors::disk::{DiskSettings, Filesystem, write_disk};
+
+    refuse_existing(destination)?;
+    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
+    let root = tempfile::Builder::new()
+        .prefix("flatten-")
+        .tempdir_in(scratch)
+        .map_err(io_error("create a folder in", scratch))?;
+    flatten(store, entry, root.path())?;
+    let settings = DiskSettings {
+        format,
+        size: None,
+        fs: Filesystem::Ext4,
+        label: None,
+    };
+    write_disk(
+        root.path(),
+        &entry.manifest.digest,
+        entry.name.as_str(),
+        &settings,
+        epoch,
+        destination,
+    )
+    .map_err(ExportError::Disk)?;
+    Ok(())
 }

@@ -9,12 +9,6 @@ use kiln::store::Store;
 use super::{Exit, ExportFormat, diagnostics::error_chain};
 
 pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
-    if matches!(format, ExportFormat::Raw | ExportFormat::Qcow2) {
-        eprintln!(
-            "error: failed to export {reference}: disk exports (raw, qcow2) are not implemented yet"
-        );
-        return Exit::Failure;
-    }
     let reference: StoreRef = match reference.parse() {
         Ok(reference) => reference,
         Err(reason) => {
@@ -33,7 +27,23 @@ pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
                 let epoch = super::build::source_date_epoch().unwrap_or(0);
                 kiln::export::rootfs(&store, &entry, output, &home.join("tmp"), epoch)
             }
-            ExportFormat::Raw | ExportFormat::Qcow2 => unreachable!("refused above"),
+            ExportFormat::Raw | ExportFormat::Qcow2 => {
+                use kiln::post_processors::disk::DiskFormat;
+                let epoch = super::build::source_date_epoch().unwrap_or(0);
+                let disk_format = if matches!(format, ExportFormat::Raw) {
+                    DiskFormat::Raw
+                } else {
+                    DiskFormat::Qcow2
+                };
+                kiln::export::disk(
+                    &store,
+                    &entry,
+                    disk_format,
+                    output,
+                    &home.join("tmp"),
+                    epoch,
+                )
+            }
         });
     match result {
         Ok(()) => {

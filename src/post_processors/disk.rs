@@ -137,17 +137,47 @@ pub(crate) fn run(
     cx: &mut super::run::PostContext<'_>,
     settings: &DiskSettings,
 ) -> Result<(), String> {
+    let root = cx.flattened_root()?;
+    let extension = match settings.format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    let path = cx.output.join(format!("{}.{extension}", cx.stem()));
+    let artifact = write_disk(
+        &root,
+        &cx.entry.manifest.digest,
+        cx.entry.name.as_str(),
+        settings,
+        cx.epoch,
+        &path,
+    )?;
+    cx.add(artifact);
+    Ok(())
+}
+
+/// Writes the disk of the flattened `root` of the image `digest` at
+/// `path`, through temp files beside it. `kiln export` calls this too.
+pub fn write_disk(
+    root: &std::path::Path,
+    digest: &crate::reference::Digest,
+    image_name: &str,
+    settings: &DiskSettings,
+    epoch: u64,
+    path: &std::path::Path,
+) -> Result<super::run::Artifact, String> {
     use std::process::Command;
 
-    let root = cx.flattened_root()?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
     let size = match settings.size {
         Some(size) => size.bytes(),
-        None => fitted_size(&root).map_err(|error| format!("cannot measure the root: {error}"))?,
+        None => fitted_size(root).map_err(|error| format!("cannot measure the root: {error}"))?,
     };
     let label = settings.label.clone().unwrap_or_else(|| {
-        cx.entry
-            .name
-            .as_str()
+        image_name
             .rsplit('/')
             .next()
             .unwrap_or("kiln")
@@ -155,34 +185,34 @@ pub(crate) fn run(
             .take(16)
             .collect()
     });
-    std::fs::create_dir_all(&cx.output)
-        .map_err(|error| format!("cannot make {}: {error}", cx.output.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|error| format!("cannot make {}: {error}", dir.display()))?;
     let temp = |suffix: &str| {
         tempfile::Builder::new()
             .prefix(".kiln-")
             .suffix(suffix)
-            .tempfile_in(&cx.output)
-            .map_err(|error| format!("cannot make a file in {}: {error}", cx.output.display()))
+            .tempfile_in(&dir)
+            .map_err(|error| format!("cannot make a file in {}: {error}", dir.display()))
     };
     let raw = temp(".raw")?;
-    let epoch = cx.epoch.to_string();
+    let epoch_text = epoch.to_string();
     // e2fsprogs reads a fake time of 0 as "unset" and stamps the real clock
     // into the superblock; 1970-01-01T00:00:01 stands in for the epoch 0.
-    let fake_time = cx.epoch.max(1).to_string();
+    let fake_time = epoch.max(1).to_string();
     run_tool(
         Command::new("mke2fs")
             .env("E2FSPROGS_FAKE_TIME", &fake_time)
             .args([
                 "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L", &label,
             ])
-            .args(["-U", &uuid_from(&cx.built.digest, "filesystem")])
+            .args(["-U", &uuid_from(digest, "filesystem")])
             .arg("-E")
             .arg(format!(
                 "hash_seed={},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0",
-                uuid_from(&cx.built.digest, "hash")
+                uuid_from(digest, "hash")
             ))
             .arg("-d")
-            .arg(&root)
+            .arg(root)
             .arg(raw.path())
             .arg(format!("{}k", size / 1024)),
     )?;
@@ -205,7 +235,7 @@ pub(crate) fn run(
     let mut commands = String::new();
     for inode in std::iter::once(2).chain(11..=used + 1) {
         for time in ["atime", "ctime", "crtime"] {
-            commands.push_str(&format!("sif <{inode}> {time} {epoch}\n"));
+            commands.push_str(&format!("sif <{inode}> {time} {epoch_text}\n"));
         }
     }
     let script = temp(".debugfs")?;
@@ -219,8 +249,8 @@ pub(crate) fn run(
             .arg(script.path())
             .arg(raw.path()),
     )?;
-    let (name, file) = match settings.format {
-        DiskFormat::Raw => (format!("{}.raw", cx.stem()), raw),
+    let file = match settings.format {
+        DiskFormat::Raw => raw,
         DiskFormat::Qcow2 => {
             let qcow2 = temp(".qcow2")?;
             run_tool(
@@ -230,7 +260,7 @@ pub(crate) fn run(
                     .arg(raw.path())
                     .arg(qcow2.path()),
             )?;
-            (format!("{}.qcow2", cx.stem()), qcow2)
+            qcow2
         }
     };
     let (sha256, size) = crate::hashing::digest_file(file.path())
@@ -238,9 +268,11 @@ pub(crate) fn run(
     file.as_file()
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .map_err(|error| format!("cannot set the disk's mode: {error}"))?;
-    let path = cx.output.join(&name);
-    file.persist(&path)
+    file.persist(path)
         .map_err(|error| format!("cannot store {}: {}", path.display(), error.error))?;
-    cx.add(super::run::Artifact { path, size, sha256 });
-    Ok(())
+    Ok(super::run::Artifact {
+        path: path.to_owned(),
+        size,
+        sha256,
+    })
 }

@@ -117,11 +117,7 @@ fn version_help_and_usage_errors() {
 #[test]
 fn commands_of_later_issues_say_they_are_not_implemented() {
     let env = TestEnv::new();
-    for args in [
-        vec!["export", "t:1", "--format", "qcow2", "-o", "out.qcow2"],
-        vec!["verify", "t:1"],
-        vec!["diff", "t:1"],
-    ] {
+    for args in [vec!["verify", "t:1"], vec!["diff", "t:1"]] {
         let outcome = env.kiln(&args);
         outcome.expect_code(1);
         assert!(
@@ -135,7 +131,6 @@ fn commands_of_later_issues_say_they_are_not_implemented() {
             outcome.stdout
         );
     }
-    assert!(!env.path("out.qcow2").exists());
 }
 
 #[test]

@@ -166,6 +166,48 @@ fn disks_rootfs_checksums_and_manifest_are_right_and_reproducible() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     env.assert_no_leftovers();
 
+    // kiln export runs the same code on the stored image.
+    let raw_sum = first
+        .iter()
+        .find(|(name, _)| name == "posted-1.raw")
+        .unwrap()
+        .1
+        .clone();
+    env.kiln([
+        "export",
+        "posted:1",
+        "--format",
+        "raw",
+        "-o",
+        "exported.raw",
+    ])
+    .expect_code(0);
+    let exported = Command::new("sha256sum")
+        .arg(env.path("exported.raw"))
+        .output()
+        .unwrap();
+    let fitted_size = std::fs::metadata(env.path("output/posted-1/posted-1.raw"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        std::fs::metadata(env.path("exported.raw")).unwrap().len(),
+        fitted_size
+    );
+    assert!(
+        String::from_utf8_lossy(&exported.stdout).starts_with(&raw_sum),
+        "export gives the post-processor's bytes"
+    );
+    env.kiln([
+        "export",
+        "posted:1",
+        "--format",
+        "qcow2",
+        "-o",
+        "exported.qcow2",
+    ])
+    .expect_code(0);
+    tool(&env, "qemu-img", &["check", "../../exported.qcow2"]);
+
     // A second build, from a fresh home, gives the same bytes.
     let again = TestEnv::new();
     assert_eq!(build(&again), first, "disks and rootfs are reproducible");
