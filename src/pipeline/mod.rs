@@ -1036,7 +1036,8 @@ impl<'a> Build<'a> {
             tail.push_back(line.clone());
             self.reporter.report(event(self.name.clone(), line));
         })?;
-        if outcome == Outcome::Cancelled {
+        // A terminal's SIGINT reaches the stage too; it ended because of the cancel.
+        if outcome == Outcome::Cancelled || self.cancelled.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
         }
         Ok((outcome, tail.into()))

@@ -24,6 +24,7 @@ pub fn helper_main() -> ! {
 }
 
 fn run_helper() -> Result<i32, String> {
+    catch_stop_signals()?;
     let mut input = Vec::new();
     io::stdin()
         .read_to_end(&mut input)
@@ -145,14 +146,57 @@ fn set_parent_death_signal() -> io::Result<()> {
     Ok(())
 }
 
+/// Runs the task's process and waits for it. When asked to stop (SIGTERM
+/// from kiln, or SIGINT from a terminal), kills it and reaps it: it is the
+/// init of the stage's pid namespace, and the kernel reaps it only after
+/// every other process in the namespace is gone, so when the helper exits,
+/// nothing of the stage is left running.
 fn wait(mut command: Command) -> Result<i32, String> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let status = command
-        .status()
+    let mut child = command
+        .spawn()
         .map_err(|error| format!("failed to run {program}: {error}"))?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    let code = |status: std::process::ExitStatus| {
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    };
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|error| format!("failed to wait for {program}: {error}"))?
+        {
+            return Ok(code(status));
+        }
+        if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_err(|error| format!("failed to wait for {program}: {error}"))?;
+            return Ok(code(status));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Set by SIGTERM or SIGINT: stop the task, and everything it started.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn catch_stop_signals() -> Result<(), String> {
+    extern "C" fn stop(_: libc::c_int) {
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let previous = unsafe { libc::signal(signal, stop as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            return Err(format!(
+                "failed to handle signal {signal}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn mount(

@@ -146,6 +146,7 @@ pub fn run(
 
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let mut stopped = None;
+    let mut kill_deadline: Option<Instant> = None;
     let mut streams_open = true;
     let status = loop {
         if streams_open {
@@ -163,6 +164,10 @@ pub fn run(
         if let Some(status) = child.try_wait().map_err(SandboxError::Pipe)? {
             break status;
         }
+        if kill_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let _ = child.kill();
+            kill_deadline = None;
+        }
         if stopped.is_none() {
             if cancelled.load(Ordering::SeqCst) {
                 stopped = Some(Outcome::Cancelled);
@@ -170,7 +175,13 @@ pub fn run(
                 stopped = Some(Outcome::TimedOut);
             }
             if stopped.is_some() {
-                let _ = child.kill();
+                // The helper stops the stage and waits for all of it to be
+                // gone; SIGKILL (below) only if it does not in time.
+                // SAFETY: a signal to our own child process.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                kill_deadline = Some(Instant::now() + Duration::from_secs(10));
             }
         }
     };
