@@ -28,11 +28,6 @@ fn run_shell(script: &str) -> Duration {
     started.elapsed()
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
@@ -66,7 +61,7 @@ fn main() {
     .parse()
     .unwrap();
 
-    let mut results: Vec<(&str, Duration, u64)> = Vec::new();
+    let mut results: Vec<(&str, f64, u64)> = Vec::new();
 
     let mut kiln_times = Vec::new();
     let mut kiln_size = 0;
@@ -83,7 +78,7 @@ fn main() {
     }
     results.push((
         "kiln bake (tar + gzip -6 on all cores + sha256 x2)",
-        median(kiln_times),
+        common::median(kiln_times),
         kiln_size,
     ));
 
@@ -98,7 +93,11 @@ fn main() {
     ] {
         let script = format!("{tar} | {compressor} | tee '{out_arg}' | sha256sum >/dev/null");
         let times = (0..RUNS).map(|_| run_shell(&script)).collect();
-        results.push((name, median(times), std::fs::metadata(&out).unwrap().len()));
+        results.push((
+            name,
+            common::median(times),
+            std::fs::metadata(&out).unwrap().len(),
+        ));
     }
 
     // umoci repack: a bundle from an empty image, the tree copied into its
@@ -126,9 +125,9 @@ fn main() {
             .max()
             .unwrap();
     }
-    results.push(("umoci repack", median(umoci_times), umoci_size));
+    results.push(("umoci repack", common::median(umoci_times), umoci_size));
 
-    let kiln = results[0].1.as_secs_f64();
+    let kiln = results[0].1;
     println!(
         "tree: {} ({:.0} MiB), {RUNS} runs each, median wall time",
         tree.display(),
@@ -139,9 +138,9 @@ fn main() {
     for (name, time, size) in &results {
         println!(
             "| {name} | {:.2} s | {:.1} MiB | {:.2}x |",
-            time.as_secs_f64(),
+            time,
             *size as f64 / 1048576.0,
-            time.as_secs_f64() / kiln
+            time / kiln
         );
     }
 }

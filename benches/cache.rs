@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-#[allow(dead_code, reason = "this bench needs only the bench folder")]
 mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -7,27 +7,11 @@
 //! mmdebstrap; the Debian tree is shared with the other benches).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
 const RUNS: usize = 3;
-
-fn timed(command: &mut Command) -> Duration {
-    let started = Instant::now();
-    let output = command.output().expect("run the command");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    started.elapsed()
-}
-
-fn median(mut times: Vec<Duration>) -> f64 {
-    times.sort();
-    times[times.len() / 2].as_secs_f64()
-}
 
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
@@ -43,7 +27,7 @@ fn main() {
     )
     .unwrap();
     let kiln = env!("CARGO_BIN_EXE_kiln");
-    timed(
+    common::timed(
         Command::new(kiln)
             .arg("build")
             .arg(&template)
@@ -55,7 +39,7 @@ fn main() {
     let mut sizes = (0, 0);
     for run in 0..RUNS {
         let qcow2 = dir.path().join(format!("kiln{run}.qcow2"));
-        kiln_times.push(timed(
+        kiln_times.push(common::timed(
             Command::new(kiln)
                 .args(["export", "debian:1", "--format", "qcow2", "-o"])
                 .arg(&qcow2)
@@ -66,14 +50,14 @@ fn main() {
         let raw = dir.path().join(format!("manual{run}.raw"));
         let manual_qcow2 = dir.path().join(format!("manual{run}.qcow2"));
         let started = Instant::now();
-        timed(
+        common::timed(
             Command::new("mke2fs")
                 .args(["-q", "-F", "-t", "ext4", "-d"])
                 .arg(&tree)
                 .arg(&raw)
                 .arg("400M"),
         );
-        timed(
+        common::timed(
             Command::new("qemu-img")
                 .args(["convert", "-f", "raw", "-O", "qcow2"])
                 .arg(&raw)
@@ -82,7 +66,7 @@ fn main() {
         manual_times.push(started.elapsed());
         sizes.1 = std::fs::metadata(&manual_qcow2).unwrap().len();
     }
-    let (kiln_time, manual_time) = (median(kiln_times), median(manual_times));
+    let (kiln_time, manual_time) = (common::median(kiln_times), common::median(manual_times));
     println!("tree: a Debian bookworm minbase (about 160 MiB); {RUNS} runs, median");
     println!("| qcow2 disk | time | size | reproducible |");
     println!("|---|---|---|---|");

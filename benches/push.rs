@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -57,22 +57,6 @@ impl Drop for Registry {
     }
 }
 
-fn timed(command: &mut Command) -> Duration {
-    let started = Instant::now();
-    let output = command.output().expect("run the command");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    started.elapsed()
-}
-
-fn median(mut times: Vec<Duration>) -> f64 {
-    times.sort();
-    times[times.len() / 2].as_secs_f64()
-}
-
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
@@ -88,7 +72,7 @@ fn main() {
     )
     .unwrap();
     let kiln = env!("CARGO_BIN_EXE_kiln");
-    timed(
+    common::timed(
         Command::new(kiln)
             .arg("build")
             .arg(&template)
@@ -108,7 +92,7 @@ fn main() {
             command
                 .args(["push", "debian:1", &remote])
                 .env("KILN_HOME", &home);
-            timed(&mut command)
+            common::timed(&mut command)
         };
         kiln_empty.push(push());
         kiln_present.push(push());
@@ -118,7 +102,7 @@ fn main() {
         let destination = format!("docker://127.0.0.1:{}/bench/debian:1", registry.port);
         let source = format!("oci:{}:debian:1", store.display());
         let copy = || {
-            timed(Command::new("skopeo").args([
+            common::timed(Command::new("skopeo").args([
                 "copy",
                 "--dest-tls-verify=false",
                 &source,
@@ -128,8 +112,9 @@ fn main() {
         skopeo_empty.push(copy());
         skopeo_present.push(copy());
     }
-    let (kiln_empty, kiln_present) = (median(kiln_empty), median(kiln_present));
-    let (skopeo_empty, skopeo_present) = (median(skopeo_empty), median(skopeo_present));
+    let (kiln_empty, kiln_present) = (common::median(kiln_empty), common::median(kiln_present));
+    let (skopeo_empty, skopeo_present) =
+        (common::median(skopeo_empty), common::median(skopeo_present));
     println!(
         "image: a Debian bookworm minbase as one layer (about 59 MiB gzip'd); {RUNS} runs, median"
     );

@@ -213,6 +213,22 @@ pub fn flatten(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Exp
     Ok(())
 }
 
+/// The image's flattened root, in a temp folder under `scratch` (a
+/// filesystem that keeps owners and devices), removed when dropped.
+fn flattened(
+    store: &Store,
+    entry: &ImageEntry,
+    scratch: &Path,
+) -> Result<tempfile::TempDir, ExportError> {
+    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
+    let root = tempfile::Builder::new()
+        .prefix("flatten-")
+        .tempdir_in(scratch)
+        .map_err(io_error("create a folder in", scratch))?;
+    flatten(store, entry, root.path())?;
+    Ok(root)
+}
+
 /// Writes the flattened root as a deterministic tar.gz at `destination`,
 /// using `scratch` (a folder on a filesystem that keeps owners and devices)
 /// to unpack it.
@@ -224,12 +240,7 @@ pub fn rootfs(
     epoch: u64,
 ) -> Result<(), ExportError> {
     refuse_existing(destination)?;
-    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
-    let root = tempfile::Builder::new()
-        .prefix("flatten-")
-        .tempdir_in(scratch)
-        .map_err(io_error("create a folder in", scratch))?;
-    flatten(store, entry, root.path())?;
+    let root = flattened(store, entry, scratch)?;
     let parent = parent_of(destination);
     let file = tempfile::Builder::new()
         .prefix(".kiln-export-")
@@ -266,12 +277,7 @@ pub fn disk(
     use crate::post_processors::disk::{DiskSettings, Filesystem, write_disk};
 
     refuse_existing(destination)?;
-    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
-    let root = tempfile::Builder::new()
-        .prefix("flatten-")
-        .tempdir_in(scratch)
-        .map_err(io_error("create a folder in", scratch))?;
-    flatten(store, entry, root.path())?;
+    let root = flattened(store, entry, scratch)?;
     let settings = DiskSettings {
         format,
         size: None,

@@ -1,5 +1,8 @@
-//! What the benchmarks share: their folder, and the Debian tree they bake
-//! and push, made once with mmdebstrap.
+//! What the benchmarks share: their folder, the Debian tree they bake,
+//! push and turn into disks (made once with mmdebstrap), and timing.
+
+// Each bench includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,4 +37,22 @@ pub fn debian_tree() -> PathBuf {
         assert!(status.success(), "mmdebstrap failed");
     }
     tree
+}
+
+/// Runs a command to success and returns how long it took.
+pub fn timed(command: &mut Command) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let output = command.output().expect("run the command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed()
+}
+
+/// The median of some timings, in seconds.
+pub fn median(mut times: Vec<std::time::Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
 }
