@@ -19,20 +19,8 @@ fn main() {
     }
     let tree = common::debian_tree();
     let dir = tempfile::tempdir_in(common::bench_dir()).unwrap();
-    let home = dir.path().join("home");
-    let template = dir.path().join("debian.toml");
-    std::fs::write(
-        &template,
-        format!("[image]\nname = \"debian\"\nversion = \"1\"\n\n[source]\ntype = \"directory\"\npath = \"{}\"\n", tree.display()),
-    )
-    .unwrap();
+    let home = common::build_debian_image(dir.path());
     let kiln = env!("CARGO_BIN_EXE_kiln");
-    common::timed(
-        Command::new(kiln)
-            .arg("build")
-            .arg(&template)
-            .env("KILN_HOME", &home),
-    );
 
     let mut kiln_times = Vec::new();
     let mut manual_times = Vec::new();

@@ -62,22 +62,9 @@ fn main() {
         return;
     }
     let target = common::bench_dir();
-    let tree = common::debian_tree();
     let dir = tempfile::tempdir_in(&target).unwrap();
-    let home = dir.path().join("home");
-    let template = dir.path().join("debian.toml");
-    std::fs::write(
-        &template,
-        format!("[image]\nname = \"debian\"\nversion = \"1\"\n\n[source]\ntype = \"directory\"\npath = \"{}\"\n", tree.display()),
-    )
-    .unwrap();
+    let home = common::build_debian_image(dir.path());
     let kiln = env!("CARGO_BIN_EXE_kiln");
-    common::timed(
-        Command::new(kiln)
-            .arg("build")
-            .arg(&template)
-            .env("KILN_HOME", &home),
-    );
     let store = home.join("store");
 
     let mut kiln_empty = Vec::new();

@@ -56,3 +56,22 @@ pub fn median(mut times: Vec<std::time::Duration>) -> f64 {
     times.sort();
     times[times.len() / 2].as_secs_f64()
 }
+
+/// Builds the Debian tree into an image `debian:1` (a `directory` source)
+/// with the kiln binary, in a fresh `$KILN_HOME` under `dir`; returns it.
+pub fn build_debian_image(dir: &Path) -> PathBuf {
+    let home = dir.join("home");
+    let template = dir.join("debian.toml");
+    std::fs::write(
+        &template,
+        format!("[image]\nname = \"debian\"\nversion = \"1\"\n\n[source]\ntype = \"directory\"\npath = \"{}\"\n", debian_tree().display()),
+    )
+    .unwrap();
+    timed(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(&template)
+            .env("KILN_HOME", &home),
+    );
+    home
+}
