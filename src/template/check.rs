@@ -105,57 +105,16 @@ impl<'a> Checker<'a> {
         self.push_at(at, span, kind, Some(help));
     }
 
-    fn item_at(&self, at: &KeyPath) -> Option<&'a Item> {
-        let mut item: Option<&Item> = None;
-        let mut table = Some(self.document);
-        for segment in at.segments() {
-            item = match (segment, table, item) {
-                (Segment::Key(key), Some(table), _) => table.get(key),
-                (Segment::Index(index), _, Some(Item::ArrayOfTables(tables))) => {
-                    table = tables.get(*index);
-                    item = None;
-                    continue;
-                }
-                _ => None,
-            };
-            table = item.and_then(Item::as_table);
-            item?;
-        }
-        item
-    }
-
     /// The plain value at `at`, if there is one.
     pub fn value_at(&self, at: &KeyPath) -> Option<&'a Value> {
-        self.item_at(at).and_then(Item::as_value)
-    }
-
-    /// The table at `at`: a `[table]`, an inline table, or one element of an
-    /// array of tables, as a value serde can read with spans.
-    fn table_value_at(&self, at: &KeyPath) -> Option<Value> {
-        if let Some((Segment::Index(index), parent)) = at.segments().split_last() {
-            let mut parent_path = KeyPath::root();
-            for segment in parent {
-                if let Segment::Key(key) = segment {
-                    parent_path = parent_path.key(key);
-                }
-            }
-            let tables = self.item_at(&parent_path)?.as_array_of_tables()?;
-            return Some(Value::InlineTable(
-                tables.get(*index)?.clone().into_inline_table(),
-            ));
-        }
-        match self.item_at(at)? {
-            Item::Table(table) => Some(Value::InlineTable(table.clone().into_inline_table())),
-            Item::Value(value @ Value::InlineTable(_)) => Some(value.clone()),
-            _ => None,
-        }
+        keypath::value_at(self.document, at)
     }
 
     /// Deserializes the table at `at` into a wire struct, reporting unknown
     /// keys, missing keys and wrong types with their places. With
     /// `skip_type`, the `type` key (already read by [`Checker::kind`]) is ignored.
     pub fn shape<T: DeserializeOwned>(&mut self, at: &KeyPath, skip_type: bool) -> Option<T> {
-        let Some(mut value) = self.table_value_at(at) else {
+        let Some(mut value) = keypath::table_at(self.document, at) else {
             self.report(
                 at,
                 DiagnosticKind::WrongType(format!("`{}` must be a table", last_key(at))),
@@ -246,7 +205,7 @@ impl<'a> Checker<'a> {
         section: &'static str,
         kinds: &'static [&'static str],
     ) -> Option<String> {
-        let Some(table) = self.table_value_at(at) else {
+        let Some(table) = keypath::table_at(self.document, at) else {
             self.report(
                 at,
                 DiagnosticKind::WrongType(format!("`{}` must be a table", last_key(at))),

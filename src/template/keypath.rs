@@ -134,6 +134,27 @@ fn walk<'a>(root: &'a Table, path: &KeyPath) -> Option<Node<'a>> {
         .try_fold(Node::Table(root), |node, segment| node.child(segment))
 }
 
+/// The plain value at `path`, in tables, inline tables and arrays alike.
+pub fn value_at<'a>(root: &'a Table, path: &KeyPath) -> Option<&'a Value> {
+    match walk(root, path)? {
+        Node::Item(Item::Value(value)) | Node::Value(value) => Some(value),
+        _ => None,
+    }
+}
+
+/// The table at `path` (a `[table]`, one `[[table]]` element, or an inline
+/// table) as an inline-table value, which serde reads with its spans.
+pub fn table_at(root: &Table, path: &KeyPath) -> Option<Value> {
+    match walk(root, path)? {
+        Node::Table(table) | Node::Item(Item::Table(table)) => {
+            Some(Value::InlineTable(table.clone().into_inline_table()))
+        }
+        Node::Item(Item::Value(value @ Value::InlineTable(_)))
+        | Node::Value(value @ Value::InlineTable(_)) => Some(value.clone()),
+        _ => None,
+    }
+}
+
 /// The span of the value at `path`, or of the nearest enclosing value that
 /// has one (an array-of-tables element yields its `[[header]]`).
 pub fn value_span(root: &Table, path: &KeyPath) -> Option<Range<usize>> {
