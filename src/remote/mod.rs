@@ -21,6 +21,7 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 
 use crate::oci;
+use crate::pipeline::reporter::TransferOutcome;
 use crate::reference::Digest;
 use crate::store::StoreError;
 use auth::{Challenge, Credentials};
@@ -383,7 +384,8 @@ impl Registry {
 
     /// Uploads a blob from a file: one monolithic PUT after a POST, or a
     /// cross-repository mount when `mount_from` has it; chunked PATCH
-    /// uploads for registries that refuse the single PUT.
+    /// uploads for registries that refuse the single PUT. Says whether the
+    /// blob was mounted or its bytes were sent.
     pub async fn upload_blob(
         &self,
         repository: &str,
@@ -392,7 +394,7 @@ impl Registry {
         path: &Path,
         mount_from: Option<&str>,
         sent: &std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ) -> Result<()> {
+    ) -> Result<TransferOutcome> {
         let mut start = format!("/v2/{repository}/blobs/uploads/");
         if let Some(from) = mount_from {
             start.push_str(&format!("?mount={digest}&from={from}"));
@@ -404,7 +406,7 @@ impl Registry {
             })
             .await?;
         if response.status() == StatusCode::CREATED && mount_from.is_some() {
-            return Ok(());
+            return Ok(TransferOutcome::Mounted);
         }
         if response.status() != StatusCode::ACCEPTED {
             return Err(self.status_error("starting an upload", response).await);
@@ -443,7 +445,7 @@ impl Registry {
             })
             .await?;
         if response.status() == StatusCode::CREATED {
-            return Ok(());
+            return Ok(TransferOutcome::Sent);
         }
         if matches!(
             response.status(),
@@ -451,7 +453,8 @@ impl Registry {
                 | StatusCode::RANGE_NOT_SATISFIABLE
                 | StatusCode::BAD_REQUEST
         ) {
-            return self.upload_chunked(repository, digest, path).await;
+            self.upload_chunked(repository, digest, path).await?;
+            return Ok(TransferOutcome::Sent);
         }
         Err(self.status_error("uploading a blob", response).await)
     }

@@ -11,17 +11,9 @@ use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
 use crate::store::{ImageEntry, Store};
 
-/// What happened to one blob.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BlobOutcome {
-    Sent,
-    Mounted,
-    Present,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct PushReport {
-    pub blobs: Vec<(Descriptor, BlobOutcome)>,
+    pub blobs: Vec<(Descriptor, TransferOutcome)>,
     /// The tag pointed at this image already: nothing was sent.
     pub unchanged: bool,
 }
@@ -30,7 +22,7 @@ impl PushReport {
     pub fn sent_bytes(&self) -> u64 {
         self.blobs
             .iter()
-            .filter(|(_, outcome)| *outcome == BlobOutcome::Sent)
+            .filter(|(_, outcome)| *outcome == TransferOutcome::Sent)
             .map(|(descriptor, _)| descriptor.size)
             .sum()
     }
@@ -124,7 +116,7 @@ pub async fn push(
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let started = std::time::Instant::now();
         let outcome = if registry.blob_exists(repository, &descriptor.digest).await? {
-            BlobOutcome::Present
+            TransferOutcome::Present
         } else {
             reporter.report(Event::TransferStarted {
                 build: label.clone(),
@@ -148,6 +140,7 @@ pub async fn push(
             );
             tokio::pin!(upload);
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            // The upload says whether it mounted the blob or sent it.
             loop {
                 tokio::select! {
                     result = &mut upload => break result?,
@@ -158,21 +151,12 @@ pub async fn push(
                     }),
                 }
             }
-            if mount_from.is_some() && registry.blob_exists(repository, &descriptor.digest).await? {
-                BlobOutcome::Mounted
-            } else {
-                BlobOutcome::Sent
-            }
         };
         reporter.report(Event::TransferFinished {
             build: label.clone(),
             digest: descriptor.digest.clone(),
             size: descriptor.size,
-            outcome: match outcome {
-                BlobOutcome::Sent => TransferOutcome::Sent,
-                BlobOutcome::Mounted => TransferOutcome::Mounted,
-                BlobOutcome::Present => TransferOutcome::Present,
-            },
+            outcome,
             seconds: started.elapsed().as_secs_f64(),
         });
         known.insert(descriptor.digest.clone(), repository.to_owned());
