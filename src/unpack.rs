@@ -237,10 +237,7 @@ fn write_entry<R: Read>(
             Ok(None)
         }
         EntryType::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| EntryError::Refused("a symlink without a target".into()))?
-                .into_owned();
+            let target = link_target(entry, "symlink")?;
             rustix::fs::symlinkat(OsStr::from_bytes(&target), dir.as_fd(), name)?;
             rustix::fs::chownat(
                 dir.as_fd(),
@@ -253,10 +250,7 @@ fn write_entry<R: Read>(
             Ok(None)
         }
         EntryType::Link => {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| EntryError::Refused("a hardlink without a target".into()))?
-                .into_owned();
+            let target = link_target(entry, "hardlink")?;
             let Some((target_parents, target_name)) = confined::split_entry_path(&target)
                 .map_err(|reason| EntryError::Refused(format!("its link target {reason}")))?
             else {
@@ -312,6 +306,14 @@ fn write_entry<R: Read>(
             "entries of type {other:?} are not supported"
         ))),
     }
+}
+
+/// The target of a symlink or hardlink entry, which it must have.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, kind: &str) -> Result<Vec<u8>, EntryError> {
+    entry
+        .link_name_bytes()
+        .map(|target| target.into_owned())
+        .ok_or_else(|| EntryError::Refused(format!("a {kind} without a target")))
 }
 
 /// Applies the entry's `SCHILY.xattr.*` pax records, except overlayfs' own
