@@ -10,6 +10,7 @@ pub mod bake;
 pub mod cache;
 pub mod confined;
 pub mod export;
+pub mod file_index;
 pub mod fmt;
 pub mod hashing;
 pub mod image_test;

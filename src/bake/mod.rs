@@ -11,6 +11,7 @@ pub mod tar;
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::file_index::FileEntry;
 use crate::hashing::HashingWriter;
 use crate::oci::{self, Descriptor};
 use crate::reference::Digest;
@@ -25,6 +26,8 @@ pub struct Layer {
     pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
+    /// The layer's file index, made while baking.
+    pub files: Vec<FileEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +92,7 @@ pub fn bake_layer(
         reported: 0,
         report,
     };
-    let progress = tar::write_tree(root, progress, options).map_err(tree_error)?;
+    let (progress, files) = tar::write_tree_indexed(root, progress, options).map_err(tree_error)?;
     (progress.report)(progress.count);
     let (diff_id, tar_size, gzip) = progress.inner.finish();
     let blob = gzip.finish().map_err(tree_error)?;
@@ -103,6 +106,7 @@ pub fn bake_layer(
         },
         diff_id,
         tar_size,
+        files,
     })
 }
 

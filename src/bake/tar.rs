@@ -17,6 +17,9 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
+use crate::file_index::layer::HashingReader;
+use crate::file_index::{FileEntry, FileKind};
+
 /// How a tree is read.
 #[derive(Clone, Copy, Debug)]
 pub struct TreeOptions {
@@ -38,9 +41,28 @@ pub fn write_tree<W: Write>(root: &Path, out: W, options: TreeOptions) -> io::Re
         builder: tar::Builder::new(out),
         options,
         hardlinks: HashMap::new(),
+        index: None,
     };
     writer.directory(root, &[])?;
     writer.builder.into_inner()
+}
+
+/// [`write_tree`], also returning the layer's file index: every entry
+/// written, in order, with file contents hashed as they stream.
+pub fn write_tree_indexed<W: Write>(
+    root: &Path,
+    out: W,
+    options: TreeOptions,
+) -> io::Result<(W, Vec<FileEntry>)> {
+    let mut writer = TreeWriter {
+        builder: tar::Builder::new(out),
+        options,
+        hardlinks: HashMap::new(),
+        index: Some(Vec::new()),
+    };
+    writer.directory(root, &[])?;
+    let index = writer.index.take().unwrap_or_default();
+    Ok((writer.builder.into_inner()?, index))
 }
 
 struct TreeWriter<W: Write> {
@@ -48,6 +70,8 @@ struct TreeWriter<W: Write> {
     options: TreeOptions,
     /// (device, inode) of files with several links, to the first path written.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    /// The layer's file index, when one is asked for.
+    index: Option<Vec<FileEntry>>,
 }
 
 fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
@@ -56,6 +80,11 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
         .collect::<io::Result<_>>()?;
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
+}
+
+/// The index path of a tar path: `a/b` → `/a/b`.
+fn index_path(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -92,6 +121,7 @@ impl<W: Write> TreeWriter<W> {
         if self.options.overlay_upper && file_type.is_char_device() && metadata.rdev() == 0 {
             let parent = &entry_path[..entry_path.len() - name.len()];
             let whiteout = [parent, WHITEOUT_PREFIX.as_bytes(), name.as_bytes()].concat();
+            self.record(&entry_path, metadata, FileKind::Whiteout, |_| {});
             return self.marker(&whiteout);
         }
         if file_type.is_dir() {
@@ -107,13 +137,18 @@ impl<W: Write> TreeWriter<W> {
                 &xattrs,
                 io::empty(),
             )?;
+            self.record(&entry_path, metadata, FileKind::Dir, |_| {});
             if opaque {
+                self.record(&entry_path, metadata, FileKind::Opaque, |_| {});
                 self.marker(&join(&entry_path, OPAQUE_WHITEOUT.as_bytes()))?;
             }
             return self.directory(path, &entry_path);
         }
         if file_type.is_symlink() {
             let target = fs::read_link(path)?;
+            self.record(&entry_path, metadata, FileKind::Symlink, |entry| {
+                entry.target = Some(target.to_string_lossy().into_owned());
+            });
             return self.append(
                 &entry_path,
                 metadata,
@@ -128,6 +163,9 @@ impl<W: Write> TreeWriter<W> {
             if metadata.nlink() > 1 {
                 let key = (metadata.dev(), metadata.ino());
                 if let Some(first) = self.hardlinks.get(&key).cloned() {
+                    self.record(&entry_path, metadata, FileKind::Hardlink, |entry| {
+                        entry.target = Some(index_path(&first));
+                    });
                     return self.append(
                         &entry_path,
                         metadata,
@@ -141,29 +179,78 @@ impl<W: Write> TreeWriter<W> {
                 self.hardlinks.insert(key, entry_path.clone());
             }
             let xattrs = self.xattrs(path)?;
-            let file = File::open(path)?;
-            return self.append(
+            if self.index.is_none() {
+                return self.append(
+                    &entry_path,
+                    metadata,
+                    EntryType::Regular,
+                    metadata.len(),
+                    None,
+                    &xattrs,
+                    File::open(path)?,
+                );
+            }
+            let mut file = HashingReader::new(File::open(path)?);
+            self.append(
                 &entry_path,
                 metadata,
                 EntryType::Regular,
                 metadata.len(),
                 None,
                 &xattrs,
-                file,
-            );
+                &mut file,
+            )?;
+            let (sha256, size) = file.finish();
+            self.record(&entry_path, metadata, FileKind::File, |entry| {
+                entry.sha256 = Some(sha256);
+                entry.size = size;
+            });
+            return Ok(());
         }
-        let kind = if file_type.is_char_device() {
-            EntryType::Char
+        let (kind, index_kind) = if file_type.is_char_device() {
+            (EntryType::Char, FileKind::Char)
         } else if file_type.is_block_device() {
-            EntryType::Block
+            (EntryType::Block, FileKind::Block)
         } else if file_type.is_fifo() {
-            EntryType::Fifo
+            (EntryType::Fifo, FileKind::Fifo)
         } else {
             // Sockets cannot be stored in a tar; a running service's socket
             // has no place in an image anyway.
             return Ok(());
         };
+        self.record(&entry_path, metadata, index_kind, |entry| {
+            if index_kind != FileKind::Fifo {
+                let device = metadata.rdev();
+                entry.device = Some((libc::major(device), libc::minor(device)));
+            }
+        });
         self.append(&entry_path, metadata, kind, 0, None, &[], io::empty())
+    }
+
+    /// Adds an entry to the layer's index, when one is kept.
+    fn record(
+        &mut self,
+        path: &[u8],
+        metadata: &Metadata,
+        kind: FileKind,
+        fill: impl FnOnce(&mut FileEntry),
+    ) {
+        let Some(index) = &mut self.index else {
+            return;
+        };
+        let mut entry = FileEntry {
+            path: index_path(path),
+            kind,
+            mode: metadata.mode() & 0o7777,
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            size: 0,
+            sha256: None,
+            target: None,
+            device: None,
+        };
+        fill(&mut entry);
+        index.push(entry);
     }
 
     /// xattrs to keep: everything but overlayfs' own bookkeeping.

@@ -242,6 +242,24 @@ pub fn provisioner_key(
     ))
 }
 
+/// The key of a `[[test]]`: the digest of the image it tests, its
+/// settings and the content of its scripts. A test that passed with the
+/// same key is not run again.
+pub fn test_key(
+    template: &Template,
+    test: &crate::image_test::ImageTest,
+    image: &Digest,
+) -> Result<StageKey, KeyError> {
+    let settings = setting_digests(template, test);
+    let mut files = BTreeMap::new();
+    if let ShellBody::Scripts(scripts) = &test.body {
+        for script in scripts {
+            files.insert(relative(template, script), digest_path(script)?);
+        }
+    }
+    Ok(finish(Some(image), "test", settings, files, 0))
+}
+
 /// Every stage's key, in order, as a build would compute them.
 pub fn stage_keys(
     template: &Template,

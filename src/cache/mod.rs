@@ -8,7 +8,8 @@
 //!   baking), never changed afterwards;
 //! - `last/TEMPLATE.json`: the keys of a template's last build, to say why
 //!   a stage missed;
-//! - `layers/DIFF_ID/tree`: unpacked layers of base images.
+//! - `layers/DIFF_ID/tree`: unpacked layers of base images;
+//! - `tests/KEY`: a `[[test]]` passed with this key.
 //!
 //! Builds hold a shared lock on the cache; `prune` takes it exclusively,
 //! so nothing a build mounts is removed under it. Entries are written by
@@ -117,7 +118,7 @@ impl Cache {
     /// Opens the cache under `home`, holding its shared lock until dropped.
     pub fn open(home: &Path) -> io::Result<Self> {
         let root = home.join("cache");
-        for dir in ["stages", "trees", "last", "layers"] {
+        for dir in ["stages", "trees", "last", "layers", "tests"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let lock = File::create(root.join(".lock"))?;
@@ -127,6 +128,21 @@ impl Cache {
 
     fn entry_path(&self, key: &Digest) -> PathBuf {
         self.root.join("stages").join(format!("{}.json", key.hex()))
+    }
+
+    fn test_path(&self, key: &StageKey) -> PathBuf {
+        self.root.join("tests").join(key.key.hex())
+    }
+
+    /// Whether a test with this key passed before.
+    pub fn test_passed(&self, key: &StageKey) -> bool {
+        self.test_path(key).is_file()
+    }
+
+    /// Records that a test with this key passed.
+    pub fn record_test_pass(&self, key: &StageKey) -> io::Result<()> {
+        let bytes = serde_json::to_vec(key).expect("keys serialize");
+        write_atomically(&self.root.join("tests"), &self.test_path(key), &bytes)
     }
 
     pub fn tree_path(&self, layer: &CachedLayer) -> PathBuf {
@@ -326,6 +342,21 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
     if matches!(policy, PrunePolicy::All) {
         for dir in fs::read_dir(root.join("layers"))? {
             fs::remove_dir_all(dir?.path())?;
+        }
+    }
+    fs::create_dir_all(root.join("tests"))?;
+    for file in fs::read_dir(root.join("tests"))? {
+        let file = file?;
+        let stale = match policy {
+            PrunePolicy::All => true,
+            PrunePolicy::KeepBytes(_) => false,
+            PrunePolicy::OlderThan(age) => file
+                .metadata()?
+                .modified()
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() > age),
+        };
+        if stale {
+            fs::remove_file(file.path())?;
         }
     }
     for dir in ["stages", "last"] {

@@ -101,12 +101,19 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
             name,
             seconds,
             passed,
+            cached,
             ..
         } => {
-            format!(
-                "{build} test `{name}` {} in {seconds:.1}s",
-                if *passed { "passed" } else { "FAILED" }
-            )
+            if *cached {
+                format!(
+                    "{build} test `{name}` passed (cached: same image and settings passed before)"
+                )
+            } else {
+                format!(
+                    "{build} test `{name}` {} in {seconds:.1}s",
+                    if *passed { "passed" } else { "FAILED" }
+                )
+            }
         }
         Event::ImageStored {
             digest,

@@ -63,6 +63,38 @@ pub struct Built {
     pub unchanged: bool,
     /// Each stage: what it was, how long it took, whether it was cached.
     pub stages: Vec<StageRecord>,
+    /// Each `[[test]]`: how long it took, whether it passed before.
+    pub tests: Vec<TestRecord>,
+}
+
+/// A passed `[[test]]` of a finished build, for `kiln-manifest.json`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TestRecord {
+    pub name: String,
+    pub seconds: f64,
+    /// `passed`: a failed test fails the build, so none is recorded.
+    pub outcome: String,
+    /// It passed before with the same image and settings and was not run.
+    pub cached: bool,
+}
+
+/// The image's documents, made in memory before the tests run, so tests
+/// can be cached by the digest the image will have. Stored only if they pass.
+struct PreparedImage {
+    file_index: Vec<u8>,
+    config: Vec<u8>,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    digest: Digest,
+}
+
+fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_owned(),
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    }
 }
 
 /// One stage of a finished build, for `kiln-manifest.json`.
@@ -113,6 +145,8 @@ pub enum BuildError {
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     StageKey(#[from] cache::key::KeyError),
+    #[error("failed to make the image's file index")]
+    FileIndex(#[from] crate::file_index::IndexError),
     #[error("failed to {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -211,6 +245,7 @@ struct Build<'a> {
     /// The first stage with `cache = false`: it and every later stage run.
     uncached_from: Option<usize>,
     stage_records: Vec<StageRecord>,
+    test_records: Vec<TestRecord>,
 }
 
 /// Whether a stage runs, and why.
@@ -253,6 +288,7 @@ impl<'a> Build<'a> {
             last_keys,
             uncached_from: None,
             stage_records: Vec::new(),
+            test_records: Vec::new(),
         })
     }
 
@@ -271,12 +307,13 @@ impl<'a> Build<'a> {
         self.cache
             .record_build(&self.template.path, &self.keys)
             .map_err(io_error("record the stage keys of", &self.template.path))?;
+        let image = self.prepare_image()?;
         for test in &self.template.tests {
             self.check_cancelled()?;
-            self.test(test)?;
+            self.test(test, &image.digest)?;
         }
         self.check_cancelled()?;
-        self.store_image()
+        self.store_image(image)
     }
 
     fn check_cancelled(&self) -> Result<(), BuildError> {
@@ -852,7 +889,9 @@ impl<'a> Build<'a> {
                     bytes,
                 })
             };
-            Some(bake::bake_layer(&self.store, &dir, options, &mut report)?)
+            let layer = bake::bake_layer(&self.store, &dir, options, &mut report)?;
+            crate::file_index::save_layer_index(&self.store, &layer.diff_id, &layer.files)?;
+            Some(layer)
         };
         let entry = cache::Entry {
             key: key.clone(),
@@ -881,12 +920,19 @@ impl<'a> Build<'a> {
 
     // ---- tests ------------------------------------------------------------
 
-    fn test(&self, test: &ImageTest) -> Result<(), BuildError> {
+    /// Runs a test, unless it passed before with the same key: the image
+    /// digest it will have, the test's settings and its script files.
+    fn test(&mut self, test: &ImageTest, image: &Digest) -> Result<(), BuildError> {
         let started = Instant::now();
         self.reporter.report(Event::TestStarted {
             build: self.name.clone(),
             name: test.name.clone(),
         });
+        let key = cache::key::test_key(self.template, test, image)?;
+        if !self.options.no_cache && self.cache.test_passed(&key) {
+            self.test_finished(test, 0.0, true, true);
+            return Ok(());
+        }
         self.work
             .fresh_dir("merged")
             .map_err(io_error("create", self.work.path()))?;
@@ -923,19 +969,42 @@ impl<'a> Build<'a> {
                 break;
             }
         }
+        let seconds = started.elapsed().as_secs_f64();
+        self.test_finished(test, seconds, result.is_ok(), false);
+        if result.is_ok() {
+            self.cache
+                .record_test_pass(&key)
+                .map_err(io_error("record the result of test", Path::new(&test.name)))?;
+        }
+        result
+    }
+
+    fn test_finished(&mut self, test: &ImageTest, seconds: f64, passed: bool, cached: bool) {
+        if passed {
+            self.test_records.push(TestRecord {
+                name: test.name.clone(),
+                seconds,
+                outcome: "passed".to_owned(),
+                cached,
+            });
+        }
         self.reporter.report(Event::TestFinished {
             build: self.name.clone(),
             name: test.name.clone(),
-            seconds: started.elapsed().as_secs_f64(),
-            passed: result.is_ok(),
+            seconds,
+            passed,
+            cached,
         });
-        result
     }
 
     // ---- the image ----------------------------------------------------------
 
-    fn store_image(&mut self) -> Result<Built, BuildError> {
+    /// The file index, config and manifest of the image, in memory.
+    fn prepare_image(&self) -> Result<PreparedImage, BuildError> {
         let image = &self.template.image;
+        let file_index =
+            crate::file_index::index_of_layers(&self.store, &self.layers, &self.diff_ids)?
+                .to_bytes();
         let redact = |text: &str| self.redactor.redact(text).into_owned();
         let config = ImageConfig {
             created: Some(self.created()),
@@ -966,9 +1035,8 @@ impl<'a> Build<'a> {
             },
             history: self.history.clone(),
         };
-        let config_descriptor = self
-            .store
-            .put_bytes(oci::MEDIA_TYPE_CONFIG, &oci::to_canonical_json(&config))?;
+        let config = oci::to_canonical_json(&config);
+        let config_descriptor = descriptor_of(oci::MEDIA_TYPE_CONFIG, &config);
         let mut annotations = BTreeMap::new();
         annotations.insert(
             oci::ANNOTATION_VERSION.to_owned(),
@@ -991,6 +1059,10 @@ impl<'a> Build<'a> {
             annotations.insert(oci::ANNOTATION_BASE_DIGEST.to_owned(), digest.to_string());
             annotations.insert(oci::ANNOTATION_BASE_NAME.to_owned(), reference.clone());
         }
+        annotations.insert(
+            crate::file_index::ANNOTATION_FILE_INDEX.to_owned(),
+            Digest::of(&file_index).to_string(),
+        );
         let manifest = Manifest {
             schema_version: 2,
             media_type: oci::MEDIA_TYPE_MANIFEST.to_owned(),
@@ -998,16 +1070,36 @@ impl<'a> Build<'a> {
             layers: self.layers.clone(),
             annotations,
         };
+        let manifest_bytes = oci::to_canonical_json(&manifest);
+        Ok(PreparedImage {
+            file_index,
+            config,
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+        })
+    }
+
+    /// Stores the tested image's documents and tags its version.
+    fn store_image(&mut self, image: PreparedImage) -> Result<Built, BuildError> {
+        self.store
+            .put_bytes(crate::file_index::MEDIA_TYPE_FILE_INDEX, &image.file_index)?;
+        self.store
+            .put_bytes(oci::MEDIA_TYPE_CONFIG, &image.config)?;
         let descriptor = self
             .store
-            .put_bytes(oci::MEDIA_TYPE_MANIFEST, &oci::to_canonical_json(&manifest))?;
-        let tagged = self.store.tag(&image.name, &image.version, &descriptor)?;
+            .put_bytes(oci::MEDIA_TYPE_MANIFEST, &image.manifest_bytes)?;
+        let template = &self.template.image;
+        let tagged = self
+            .store
+            .tag(&template.name, &template.version, &descriptor)?;
         let built = Built {
             reference: self.name.clone(),
             digest: descriptor.digest.clone(),
-            manifest,
+            manifest: image.manifest,
             unchanged: tagged == Tagged::AlreadyStored,
             stages: self.stage_records.clone(),
+            tests: self.test_records.clone(),
         };
         self.reporter.report(Event::ImageStored {
             build: self.name.clone(),

@@ -85,6 +85,8 @@ pub enum Event {
         name: String,
         seconds: f64,
         passed: bool,
+        /// It passed before with the same image and settings and did not run.
+        cached: bool,
     },
     ImageStored {
         build: String,

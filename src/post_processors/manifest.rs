@@ -46,6 +46,9 @@ pub struct ManifestBuild {
     pub parent: Option<String>,
     pub layers: Vec<crate::oci::Descriptor>,
     pub stages: Vec<crate::pipeline::StageRecord>,
+    /// The image's `[[test]]` results.
+    #[serde(default)]
+    pub tests: Vec<crate::pipeline::TestRecord>,
     pub artifacts: Vec<super::run::Artifact>,
     pub template: PathBuf,
     pub kiln_version: String,
@@ -99,6 +102,7 @@ pub(crate) fn run(
             .cloned(),
         layers: manifest.layers.clone(),
         stages: cx.built.stages.clone(),
+        tests: cx.built.tests.clone(),
         artifacts: cx.artifacts.clone(),
         template: cx.template.path.clone(),
         kiln_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -116,6 +116,19 @@ impl Store {
         &self.root
     }
 
+    /// kiln's own folder in the layout, which other tools ignore.
+    pub fn private_dir(&self) -> PathBuf {
+        self.root.join(".kiln")
+    }
+
+    /// Replaces a file under [`Store::private_dir`] atomically.
+    pub(crate) fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+        }
+        self.replace_file(path, bytes)
+    }
+
     fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs/sha256")
     }

@@ -57,7 +57,8 @@ pub const SECTIONS: &[&str] = &[
 pub struct Template {
     /// The template file, absolute.
     pub path: PathBuf,
-    /// sha256 of the template file's bytes.
+    /// sha256 of the template file's bytes without its `[[test]]` blocks:
+    /// tests never change the image, so its template annotation neither.
     pub digest: Digest,
     pub image: ImageSpec,
     pub variables: Vec<Variable>,
@@ -96,11 +97,23 @@ pub fn load(path: &Path, inputs: &VarInputs) -> Result<Template, TemplateError> 
     load_str(path, text, inputs)
 }
 
+/// The digest of template text with its `[[test]]` tables cut out, the
+/// rest byte for byte as written.
+fn digest_without_tests(text: &str) -> Digest {
+    match text.parse::<toml_edit::DocumentMut>() {
+        Ok(mut document) if document.contains_key("test") => {
+            document.remove("test");
+            Digest::of(document.to_string().as_bytes())
+        }
+        _ => Digest::of(text.as_bytes()),
+    }
+}
+
 /// Checks template text as if it were read from `path`.
 pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Template, TemplateError> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let dir = absolute.parent().map(Path::to_owned).unwrap_or_default();
-    let digest = Digest::of(text.as_bytes());
+    let digest = digest_without_tests(&text);
     let file = Arc::new(SourceFile {
         path: path.to_owned(),
         text: text.clone(),
@@ -188,5 +201,22 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
                 diagnostics,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tests_do_not_change_the_template_digest() {
+        let plain = "[image]\nname = \"a\"\n\n[source]\ntype = \"scratch\"\n";
+        let tested = format!(
+            "{plain}\n[[test]]\nname = \"t\"\ninline = [\"true\"]\n\n[[test]] # again\nname = \"u\"\ninline = [\"true\"]\n"
+        );
+        assert_eq!(digest_without_tests(plain), Digest::of(plain.as_bytes()));
+        assert_eq!(digest_without_tests(&tested), digest_without_tests(plain));
+        let changed = plain.replace("\"a\"", "\"b\"");
+        assert_ne!(digest_without_tests(&changed), digest_without_tests(plain));
     }
 }
