@@ -13,6 +13,7 @@ pub mod export;
 pub mod file_index;
 pub mod fmt;
 pub mod hashing;
+pub mod image_diff;
 pub mod image_test;
 pub mod oci;
 pub mod pipeline;

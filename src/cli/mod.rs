@@ -8,6 +8,7 @@ mod cache;
 mod channel;
 mod completions;
 mod diagnostics;
+mod diff;
 mod export;
 mod fmt;
 mod images;
@@ -17,6 +18,7 @@ mod pull;
 mod push;
 mod reporters;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -222,16 +224,34 @@ pub enum Command {
     /// List or prune the stage cache
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// Check a stored image, or a deployed tree against it
+    /// Check a stored image's blobs, or a deployed tree against the image
+    ///
+    /// Without --root, every blob of the image is read and hashed again.
+    /// With --root, the tree is compared with the image's file index:
+    /// added, removed and changed paths are listed, and the exit code is 1
+    /// when anything drifted. Contents of pseudo and in-memory filesystems
+    /// mounted in the tree (/proc, /sys, /dev, /run) are not compared.
     Verify {
         #[arg(value_name = "REF")]
         reference: String,
         /// A deployed root to compare with the image
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// Paths of the root not to compare (a shell glob; `**` spans folders)
+        #[arg(long, value_name = "GLOB", requires = "root")]
+        ignore: Vec<String>,
+        /// Print one JSON document on stdout
+        #[arg(long)]
+        json: bool,
     },
-    /// Show what changed between two images (B defaults to A's parent)
-    Diff { a: String, b: Option<String> },
+    /// Show what changed from image A to image B (A's parent to A without B)
+    Diff {
+        a: String,
+        b: Option<String>,
+        /// Print one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
 }
@@ -360,14 +380,14 @@ fn run(command: Command) -> Exit {
             &remote_args.options(),
         ),
         Command::Cache(command) => cache::run(command),
-        Command::Verify { .. } => not_implemented("verify"),
-        Command::Diff { .. } => not_implemented("diff"),
+        Command::Verify {
+            reference,
+            root,
+            ignore,
+            json,
+        } => verify::run(&reference, root.as_deref(), &ignore, json),
+        Command::Diff { a, b, json } => diff::run(&a, b.as_deref(), json),
     }
-}
-
-fn not_implemented(command: &str) -> Exit {
-    eprintln!("error: failed to run `kiln {command}`: not implemented yet");
-    Exit::Failure
 }
 
 #[cfg(test)]

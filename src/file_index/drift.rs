@@ -171,7 +171,7 @@ pub fn check(root: &Path, index: &FileIndex, options: &DriftOptions) -> io::Resu
         .entries
         .iter()
         .filter(|entry| !walk.seen.contains(entry.path.as_str()))
-        .filter(|entry| !walk.ignored(&entry.path))
+        .filter(|entry| !walk.ignored_here_or_above(&entry.path))
         .map(|entry| PathKind {
             path: entry.path.clone(),
             kind: entry.kind.name().to_owned(),
@@ -196,6 +196,20 @@ pub fn check(root: &Path, index: &FileIndex, options: &DriftOptions) -> io::Resu
 impl<'a> Walk<'a> {
     fn ignored(&self, path: &str) -> bool {
         self.options.ignore.iter().any(|glob| glob.matches(path))
+    }
+
+    /// Whether the path or a folder above it is ignored.
+    fn ignored_here_or_above(&self, path: &str) -> bool {
+        let mut at = path;
+        loop {
+            if self.ignored(at) {
+                return true;
+            }
+            match at.rsplit_once('/') {
+                Some((up, _)) if !up.is_empty() => at = up,
+                _ => return false,
+            }
+        }
     }
 
     fn change(&mut self, path: &str, what: &'static str, image: String, root: String) {

@@ -237,6 +237,8 @@ struct Build<'a> {
     history: Vec<History>,
     /// The base image's digest and reference, for an `image` source.
     parent: Option<(Digest, String)>,
+    /// The base image's config, which this image's settings amend.
+    parent_config: Option<ContainerConfig>,
     cache: Cache,
     /// The key of each stage run or reused so far.
     keys: Vec<StageKey>,
@@ -283,6 +285,7 @@ impl<'a> Build<'a> {
             diff_ids: Vec::new(),
             history: Vec::new(),
             parent: None,
+            parent_config: None,
             cache,
             keys: Vec::new(),
             last_keys,
@@ -598,6 +601,7 @@ impl<'a> Build<'a> {
         self.diff_ids = config.rootfs.diff_ids.clone();
         self.history = config.history.clone();
         self.parent = Some((entry.manifest.digest.clone(), reference.to_string()));
+        self.parent_config = Some(config.config.clone());
         self.keys.push(cache::key::source_key(
             self.template,
             self.options.epoch,
@@ -1011,24 +1015,27 @@ impl<'a> Build<'a> {
             architecture: oci::host_architecture().to_owned(),
             os: "linux".to_owned(),
             // Sensitive values never reach the stored config.
-            config: ContainerConfig {
-                user: image.user.as_deref().map(redact),
-                env: image.env.iter().map(|entry| redact(entry)).collect(),
-                entrypoint: image
-                    .entrypoint
-                    .as_ref()
-                    .map(|args| args.iter().map(|arg| redact(arg)).collect()),
-                cmd: image
-                    .cmd
-                    .as_ref()
-                    .map(|args| args.iter().map(|arg| redact(arg)).collect()),
-                working_dir: image.workdir.as_deref().map(redact),
-                labels: image
-                    .labels
-                    .iter()
-                    .map(|(key, value)| (key.clone(), redact(value)))
-                    .collect(),
-            },
+            config: inherit_config(
+                self.parent_config.clone().unwrap_or_default(),
+                ContainerConfig {
+                    user: image.user.as_deref().map(redact),
+                    env: image.env.iter().map(|entry| redact(entry)).collect(),
+                    entrypoint: image
+                        .entrypoint
+                        .as_ref()
+                        .map(|args| args.iter().map(|arg| redact(arg)).collect()),
+                    cmd: image
+                        .cmd
+                        .as_ref()
+                        .map(|args| args.iter().map(|arg| redact(arg)).collect()),
+                    working_dir: image.workdir.as_deref().map(redact),
+                    labels: image
+                        .labels
+                        .iter()
+                        .map(|(key, value)| (key.clone(), redact(value)))
+                        .collect(),
+                },
+            ),
             rootfs: RootFs {
                 kind: "layers".to_owned(),
                 diff_ids: self.diff_ids.clone(),
@@ -1133,6 +1140,35 @@ impl<'a> Build<'a> {
             return Err(BuildError::Cancelled);
         }
         Ok((outcome, tail.into()))
+    }
+}
+
+/// The config of an image built on a base, as `FROM` gives it: the base's
+/// env, labels, user, working dir, entrypoint and cmd, amended by the
+/// template's. A new entrypoint drops the base's cmd, which was its argument.
+fn inherit_config(base: ContainerConfig, own: ContainerConfig) -> ContainerConfig {
+    let mut env = base.env;
+    for entry in own.env {
+        let name = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(name, _)| name);
+        env.retain(|old| old.split_once('=').map_or(old.as_str(), |(old, _)| old) != name);
+        env.push(entry);
+    }
+    let mut labels = base.labels;
+    labels.extend(own.labels);
+    let cmd = match (&own.entrypoint, own.cmd) {
+        (_, Some(cmd)) => Some(cmd),
+        (Some(_), None) => None,
+        (None, None) => base.cmd,
+    };
+    ContainerConfig {
+        user: own.user.or(base.user),
+        env,
+        entrypoint: own.entrypoint.or(base.entrypoint),
+        cmd,
+        working_dir: own.working_dir.or(base.working_dir),
+        labels,
     }
 }
 
@@ -1262,4 +1298,43 @@ fn copy_directory(source: &Path, root: &Path) -> Result<(), BuildError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|value| (*value).to_owned()).collect()
+    }
+
+    #[test]
+    fn images_on_a_base_amend_its_config() {
+        let base = ContainerConfig {
+            env: strings(&["PATH=/bin", "LANG=C"]),
+            entrypoint: Some(strings(&["/bin/sh"])),
+            cmd: Some(strings(&["-l"])),
+            labels: [("tier".to_owned(), "base".to_owned())].into(),
+            user: Some("1000".to_owned()),
+            ..ContainerConfig::default()
+        };
+        let own = ContainerConfig {
+            env: strings(&["PATH=/usr/bin:/bin"]),
+            labels: [("app".to_owned(), "web".to_owned())].into(),
+            ..ContainerConfig::default()
+        };
+        let config = inherit_config(base.clone(), own);
+        assert_eq!(config.env, strings(&["LANG=C", "PATH=/usr/bin:/bin"]));
+        assert_eq!(config.entrypoint, base.entrypoint);
+        assert_eq!(config.cmd, base.cmd);
+        assert_eq!(config.user.as_deref(), Some("1000"));
+        assert_eq!(config.labels.len(), 2);
+        let new_entrypoint = ContainerConfig {
+            entrypoint: Some(strings(&["/app"])),
+            ..ContainerConfig::default()
+        };
+        let config = inherit_config(base, new_entrypoint);
+        assert_eq!(config.entrypoint, Some(strings(&["/app"])));
+        assert_eq!(config.cmd, None, "a new entrypoint drops the base's cmd");
+    }
 }

@@ -9,6 +9,7 @@
 
 mod blob;
 pub mod channels;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

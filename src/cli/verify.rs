@@ -1,0 +1,201 @@
+//! `kiln verify REF [--root DIR]`: the store's copy of an image, or a
+//! deployed tree, checked against what the image's digests promise.
+
+use std::path::Path;
+use std::time::Instant;
+
+use kiln::file_index::drift::{self, DriftOptions};
+use kiln::file_index::glob::Glob;
+use kiln::image_diff::StoredImage;
+use kiln::reference::StoreRef;
+use kiln::store::Store;
+
+use super::{Exit, diagnostics::error_chain, reporters::human_bytes};
+
+pub fn run(reference: &str, root: Option<&Path>, ignore: &[String], json: bool) -> Exit {
+    let reference: StoreRef = match reference.parse() {
+        Ok(reference) => reference,
+        Err(reason) => {
+            eprintln!("error: invalid image reference `{reference}`: {reason}");
+            return Exit::Usage;
+        }
+    };
+    let mut globs = Vec::new();
+    for pattern in ignore {
+        match Glob::new(pattern) {
+            Ok(glob) => globs.push(glob),
+            Err(reason) => {
+                eprintln!("error: invalid --ignore pattern `{pattern}`: {reason}");
+                return Exit::Usage;
+            }
+        }
+    }
+    let store = match Store::open(&kiln::kiln_home().join("store")) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: failed to open the store: {}", error_chain(&error));
+            return Exit::Failure;
+        }
+    };
+    match root {
+        None => blobs(&store, &reference, json),
+        Some(root) => tree(&store, &reference, root, globs, json),
+    }
+}
+
+fn blobs(store: &Store, reference: &StoreRef, json: bool) -> Exit {
+    let entry = match store.resolve(reference) {
+        Ok(entry) => entry,
+        Err(error) => {
+            eprintln!(
+                "error: failed to verify {reference}: {}",
+                error_chain(&error)
+            );
+            return Exit::Failure;
+        }
+    };
+    let checks =
+        kiln::store::verify::verify_image(store, &entry, kiln::bake::compression_threads());
+    let damaged = checks
+        .iter()
+        .filter(|check| check.problem.is_some())
+        .count();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "image": reference.to_string(),
+                "digest": entry.manifest.digest,
+                "blobs": checks,
+                "damaged": damaged,
+            })
+        );
+    } else {
+        for check in &checks {
+            match &check.problem {
+                None => println!(
+                    "ok       {:<11} {}  {}",
+                    check.role,
+                    check.digest,
+                    human_bytes(check.size)
+                ),
+                Some(problem) => {
+                    println!("DAMAGED  {:<11} {}  {problem}", check.role, check.digest)
+                }
+            }
+        }
+        if damaged == 0 {
+            println!("{reference}: all {} blobs intact", checks.len());
+        } else {
+            println!("{reference}: {damaged} of {} blobs damaged", checks.len());
+        }
+    }
+    if damaged == 0 {
+        Exit::Success
+    } else {
+        Exit::Failure
+    }
+}
+
+/// The first characters of a `sha256:` value, for a line of text.
+fn short(value: &str) -> String {
+    match value.strip_prefix("sha256:") {
+        Some(hex) if hex.len() > 12 => format!("sha256:{}…", &hex[..12]),
+        _ => value.to_owned(),
+    }
+}
+
+fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, json: bool) -> Exit {
+    let started = Instant::now();
+    let image = match StoredImage::load(store, reference) {
+        Ok(image) => image,
+        Err(error) => {
+            eprintln!(
+                "error: failed to read the file index of {reference}: {}",
+                error_chain(&error)
+            );
+            return Exit::Failure;
+        }
+    };
+    let options = DriftOptions {
+        ignore,
+        threads: kiln::bake::compression_threads(),
+    };
+    let drift = match drift::check(root, &image.index, &options) {
+        Ok(drift) => drift,
+        Err(error) => {
+            eprintln!(
+                "error: failed to compare {} with {reference}: {error}",
+                root.display()
+            );
+            return Exit::Failure;
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "image": reference.to_string(),
+                "digest": image.entry.manifest.digest,
+                "root": root.display().to_string(),
+                "drifted": drift.drifted(),
+                "added": drift.added,
+                "removed": drift.removed,
+                "changed": drift.changed,
+                "checked": drift.checked,
+                "hashed": drift.hashed,
+                "hashed_bytes": drift.hashed_bytes,
+                "skipped": drift.skipped,
+                "seconds": seconds,
+            })
+        );
+    } else {
+        for added in &drift.added {
+            println!("added    {} ({})", added.path, added.kind);
+        }
+        for removed in &drift.removed {
+            println!("removed  {} ({})", removed.path, removed.kind);
+        }
+        for changed in &drift.changed {
+            let what: Vec<String> = changed
+                .changes
+                .iter()
+                .map(|change| {
+                    format!(
+                        "{} {} → {}",
+                        change.what,
+                        short(&change.image),
+                        short(&change.root)
+                    )
+                })
+                .collect();
+            println!("changed  {}: {}", changed.path, what.join("; "));
+        }
+        let census = format!(
+            "{} paths checked, {} files hashed ({}) in {seconds:.1}s",
+            drift.checked,
+            drift.hashed,
+            human_bytes(drift.hashed_bytes)
+        );
+        if drift.drifted() {
+            println!(
+                "{reference}: {} drifted from the image ({} added, {} removed, {} changed); {census}",
+                root.display(),
+                drift.added.len(),
+                drift.removed.len(),
+                drift.changed.len()
+            );
+        } else {
+            println!(
+                "{reference}: {} matches the image; {census}",
+                root.display()
+            );
+        }
+    }
+    if drift.drifted() {
+        Exit::Failure
+    } else {
+        Exit::Success
+    }
+}
