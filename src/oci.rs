@@ -43,6 +43,8 @@ pub struct Descriptor {
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub schema_version: u32,
+    /// Optional in the image spec; other tools' manifests may leave it out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub media_type: String,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,

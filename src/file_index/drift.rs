@@ -243,6 +243,28 @@ impl<'a> Walk<'a> {
             };
             self.checked += 1;
             let kind = kind_of(metadata.file_type());
+            // A mounted /proc or /run: its root's mode and owner are the
+            // mount's, and what is below is runtime state.
+            if kind == Some(FileKind::Dir)
+                && metadata.dev() != device
+                && is_runtime_filesystem(&on_disk)
+            {
+                self.skipped += 1;
+                match self.index.get_key_value(path.as_str()) {
+                    Some((&key, &entry)) => {
+                        self.seen.insert(key);
+                        if entry.kind != FileKind::Dir {
+                            self.change(key, "type", entry.kind.name().to_owned(), kind_name(kind));
+                        }
+                    }
+                    None => self.added.push(PathKind {
+                        path: path.clone(),
+                        kind: kind_name(kind),
+                    }),
+                }
+                self.mark_seen_below(&path);
+                continue;
+            }
             let descend = match self.index.get_key_value(path.as_str()) {
                 Some((&key, &entry)) => {
                     self.seen.insert(key);
@@ -258,11 +280,6 @@ impl<'a> Walk<'a> {
                 }
             };
             if descend && kind == Some(FileKind::Dir) {
-                if metadata.dev() != device && is_runtime_filesystem(&on_disk) {
-                    self.skipped += 1;
-                    self.mark_seen_below(&path);
-                    continue;
-                }
                 self.directory(&on_disk, &path, metadata.dev())?;
             }
         }

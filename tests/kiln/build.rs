@@ -708,9 +708,37 @@ fn golden_digest_of_a_fixed_image() {
     let template = fixtures.join("golden.toml");
     let outcome = env.kiln(["build", template.to_str().unwrap()]);
     outcome.expect_code(0);
+    let digest = env.stored_digest("golden:1").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.store()
+                .join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layers: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        env.stored_digest("golden:1").unwrap(),
-        "sha256:a10a3b713fff013e46ff7f3bc94774e702048b93be2116ba90a96befee0b6c7a",
+        layers,
+        [
+            "sha256:bbc074376a32fdf58c5cec40bf79f56a5fdcd809e6f349b7acc414a5df31eb9f",
+            "sha256:6dd986d6c0018f02a018e6926f865c069b514556d5cfa6f6efd3639d5132919d",
+        ],
+        "the golden layers' bytes changed"
+    );
+    assert_eq!(
+        manifest["annotations"]["dev.kiln.files"],
+        "sha256:af2a5849d23def6f137d43b0c681abdd20b8135b68473b0bb2080455365439f5",
+        "the golden image's file index changed"
+    );
+    assert_eq!(
+        digest, "sha256:51e8fa39139e6e0965d04ab3658b197cd19d1ba27dbe10c725a16d663b4d5fb6",
         "the golden image's digest changed"
     );
 }

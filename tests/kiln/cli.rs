@@ -115,25 +115,6 @@ fn version_help_and_usage_errors() {
 }
 
 #[test]
-fn commands_of_later_issues_say_they_are_not_implemented() {
-    let env = TestEnv::new();
-    for args in [vec!["verify", "t:1"], vec!["diff", "t:1"]] {
-        let outcome = env.kiln(&args);
-        outcome.expect_code(1);
-        assert!(
-            outcome.stderr.contains("not implemented yet"),
-            "{args:?}: {}",
-            outcome.stderr
-        );
-        assert!(
-            outcome.stdout.is_empty(),
-            "{args:?} must not pretend to work: {}",
-            outcome.stdout
-        );
-    }
-}
-
-#[test]
 fn completions_for_bash_zsh_and_fish() {
     let env = TestEnv::new();
     for shell in ["bash", "zsh", "fish"] {

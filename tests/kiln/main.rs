@@ -8,6 +8,7 @@ mod cli;
 mod debian;
 mod fmt;
 mod post;
+mod prove;
 mod registry;
 mod templates;
 mod util;
