@@ -179,18 +179,14 @@ impl<W: Write> TreeWriter<W> {
                 self.hardlinks.insert(key, entry_path.clone());
             }
             let xattrs = self.xattrs(path)?;
-            if self.index.is_none() {
-                return self.append(
-                    &entry_path,
-                    metadata,
-                    EntryType::Regular,
-                    metadata.len(),
-                    None,
-                    &xattrs,
-                    File::open(path)?,
-                );
-            }
-            let mut file = HashingReader::new(File::open(path)?);
+            let indexed = self.index.is_some();
+            let mut hashing = HashingReader::new(File::open(path)?);
+            // Contents are hashed only for a layer's index.
+            let data: &mut dyn io::Read = if indexed {
+                &mut hashing
+            } else {
+                hashing.get_mut()
+            };
             self.append(
                 &entry_path,
                 metadata,
@@ -198,9 +194,12 @@ impl<W: Write> TreeWriter<W> {
                 metadata.len(),
                 None,
                 &xattrs,
-                &mut file,
+                data,
             )?;
-            let (sha256, size) = file.finish();
+            if !indexed {
+                return Ok(());
+            }
+            let (sha256, size) = hashing.finish();
             self.record(&entry_path, metadata, FileKind::File, |entry| {
                 entry.sha256 = Some(sha256);
                 entry.size = size;
@@ -238,17 +237,13 @@ impl<W: Write> TreeWriter<W> {
         let Some(index) = &mut self.index else {
             return;
         };
-        let mut entry = FileEntry {
-            path: index_path(path),
+        let mut entry = FileEntry::new(
+            index_path(path),
             kind,
-            mode: metadata.mode() & 0o7777,
-            uid: metadata.uid(),
-            gid: metadata.gid(),
-            size: 0,
-            sha256: None,
-            target: None,
-            device: None,
-        };
+            metadata.mode() & 0o7777,
+            metadata.uid(),
+            metadata.gid(),
+        );
         fill(&mut entry);
         index.push(entry);
     }

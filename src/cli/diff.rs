@@ -84,29 +84,25 @@ fn print_text(diff: &ImageDiff) {
         diff.from, diff.from_digest, diff.to, diff.to_digest
     );
     let mut rows = Vec::new();
-    for added in &diff.added {
-        rows.push([
-            "+".to_owned(),
-            added.path.clone(),
-            added.kind.clone(),
-            signed_bytes(added.delta()),
-        ]);
-    }
-    for removed in &diff.removed {
-        rows.push([
-            "-".to_owned(),
-            removed.path.clone(),
-            removed.kind.clone(),
-            signed_bytes(removed.delta()),
-        ]);
-    }
-    for changed in &diff.changed {
-        rows.push([
-            "~".to_owned(),
-            changed.path.clone(),
-            changed.changes.join(", "),
-            signed_bytes(changed.delta()),
-        ]);
+    for (sign, files) in [
+        ("+", &diff.added),
+        ("-", &diff.removed),
+        ("~", &diff.changed),
+    ] {
+        for file in files {
+            // A changed path says what changed; an added or removed one, what it is.
+            let what = if file.changes.is_empty() {
+                file.kind.clone()
+            } else {
+                file.changes.join(", ")
+            };
+            rows.push([
+                sign.to_owned(),
+                file.path.clone(),
+                what,
+                signed_bytes(file.delta()),
+            ]);
+        }
     }
     rows.sort_by(|x, y| x[1].cmp(&y[1]));
     super::reporters::print_table(&rows);

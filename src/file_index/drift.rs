@@ -98,7 +98,7 @@ const RUNTIME_FILESYSTEMS: &[i64] = &[
 ];
 
 fn is_runtime_filesystem(path: &Path) -> bool {
-    rustix::fs::statfs(path).is_ok_and(|stat| RUNTIME_FILESYSTEMS.contains(&(stat.f_type as i64)))
+    rustix::fs::statfs(path).is_ok_and(|stat| RUNTIME_FILESYSTEMS.contains(&stat.f_type))
 }
 
 fn kind_of(file_type: fs::FileType) -> Option<FileKind> {
@@ -374,7 +374,7 @@ impl<'a> Walk<'a> {
     /// recording content changes. Returns files and bytes hashed.
     fn hash_candidates(&mut self) -> (u64, u64) {
         let mut candidates = std::mem::take(&mut self.candidates);
-        candidates.sort_by(|a, b| b.size.cmp(&a.size));
+        candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.size));
         let next = AtomicUsize::new(0);
         let mismatches: Mutex<Vec<(&str, String, String)>> = Mutex::new(Vec::new());
         let threads = self.options.threads.clamp(1, candidates.len().max(1));

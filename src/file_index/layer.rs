@@ -27,6 +27,10 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The hex sha256 and length of what was read.
     pub fn finish(self) -> (String, u64) {
         let hash = self.hasher.finalize();
@@ -84,17 +88,13 @@ pub fn index_tar(reader: &mut dyn Read) -> io::Result<Vec<FileEntry>> {
             Some(gid) => gid,
             None => u32::try_from(header.gid()?).unwrap_or(u32::MAX),
         };
-        let mut record = FileEntry {
-            path: path.clone(),
-            kind: FileKind::File,
-            mode: header.mode()? & 0o7777,
+        let mut record = FileEntry::new(
+            path.clone(),
+            FileKind::File,
+            header.mode()? & 0o7777,
             uid,
             gid,
-            size: 0,
-            sha256: None,
-            target: None,
-            device: None,
-        };
+        );
         if name == OPAQUE_WHITEOUT {
             record.path = if parent.is_empty() {
                 "/".to_owned()

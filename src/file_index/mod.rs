@@ -105,19 +105,24 @@ mod octal_mode {
 }
 
 impl FileEntry {
-    /// A directory made because a path below it was given without it.
-    fn implied_dir(path: String) -> Self {
+    /// An entry with no size, content, target or device yet.
+    pub fn new(path: String, kind: FileKind, mode: u32, uid: u32, gid: u32) -> Self {
         FileEntry {
             path,
-            kind: FileKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
+            kind,
+            mode,
+            uid,
+            gid,
             size: 0,
             sha256: None,
             target: None,
             device: None,
         }
+    }
+
+    /// A directory made because a path below it was given without it.
+    fn implied_dir(path: String) -> Self {
+        Self::new(path, FileKind::Dir, 0o755, 0, 0)
     }
 
     /// `uid:gid`.
@@ -372,17 +377,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: FileKind) -> FileEntry {
-        FileEntry {
-            path: path.to_owned(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            sha256: None,
-            target: None,
-            device: None,
-        }
+        FileEntry::new(path.to_owned(), kind, 0o644, 0, 0)
     }
 
     fn paths(index: &FileIndex) -> Vec<&str> {
