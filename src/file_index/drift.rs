@@ -5,8 +5,9 @@
 //! owners, link targets and sizes are compared first; only files whose size
 //! still matches are hashed, largest first, on every core. The contents of
 //! pseudo and in-memory filesystems mounted in the tree (`/proc`, `/sys`,
-//! `/dev`, `/run`) are runtime state and are not compared; neither is what
-//! an `--ignore` pattern matches.
+//! `/dev`, `/run`) are runtime state and are not compared; neither is a
+//! disk's `/lost+found` the image does not have, nor what an `--ignore`
+//! pattern matches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -195,7 +196,9 @@ pub fn check(root: &Path, index: &FileIndex, options: &DriftOptions) -> io::Resu
 
 impl<'a> Walk<'a> {
     fn ignored(&self, path: &str) -> bool {
-        self.options.ignore.iter().any(|glob| glob.matches(path))
+        // mke2fs makes it on every ext4 disk, kiln's own included.
+        let bookkeeping = path == "/lost+found" && !self.index.contains_key(path);
+        bookkeeping || self.options.ignore.iter().any(|glob| glob.matches(path))
     }
 
     /// Whether the path or a folder above it is ignored.

@@ -121,6 +121,19 @@ fn disks_rootfs_checksums_and_manifest_are_right_and_reproducible() {
         "the whiteout removed it: {etc}"
     );
 
+    // The disk, mounted as a machine would, holds exactly the image.
+    let mount = env.path("mounted");
+    std::fs::create_dir(&mount).unwrap();
+    let mount_arg = mount.to_str().unwrap().to_owned();
+    tool(
+        &env,
+        "mount",
+        &["-o", "loop,ro", "posted-1.raw", &mount_arg],
+    );
+    let verified = env.kiln(["verify", "posted:1", "--root", &mount_arg]);
+    tool(&env, "umount", &[&mount_arg]);
+    verified.expect_code(0);
+
     tool(&env, "qemu-img", &["check", "posted-1.qcow2"]);
     let info = tool(
         &env,

@@ -288,8 +288,6 @@ fn pull_reads_what_skopeo_pushed_and_verifies_every_blob() {
         std::fs::read_to_string(rootfs.join("etc/release")).unwrap(),
         "base 1\n"
     );
-
-    // A blob changed on the registry's disk is refused, and nothing is stored.
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             env.store()
@@ -299,6 +297,25 @@ fn pull_reads_what_skopeo_pushed_and_verifies_every_blob() {
         .unwrap(),
     )
     .unwrap();
+
+    // The file index stays home; the first drift check makes it again from
+    // the pulled layers, byte for byte the one made while baking.
+    fresh
+        .kiln(["verify", "base:7", "--root", rootfs.to_str().unwrap()])
+        .expect_code(0);
+    let made = std::fs::read_to_string(
+        fresh
+            .store()
+            .join(".kiln/files/images")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert_eq!(
+        made,
+        manifest["annotations"]["dev.kiln.files"].as_str().unwrap()
+    );
+
+    // A blob changed on the registry's disk is refused, and nothing is stored.
     let layer = manifest["layers"][1]["digest"].as_str().unwrap();
     let data = registry.blob_data(layer);
     let mut bytes = std::fs::read(&data).unwrap();
