@@ -44,5 +44,15 @@ fn hello_template_builds_from_a_real_debian_base() {
         !rootfs.join("var/lib/apt/lists/lock").exists(),
         "the shell stage's deletions apply"
     );
+    // Three layers with whiteouts, merged into one file index that matches
+    // what umoci unpacked, path for path.
+    let verified = env.kiln(["verify", "hello:1.0.0", "--root", rootfs.to_str().unwrap()]);
+    verified.expect_code(0);
+    assert!(
+        verified.stdout.contains("matches the image"),
+        "{}",
+        verified.stdout
+    );
+    env.kiln(["verify", "hello:1.0.0"]).expect_code(0);
     env.assert_no_leftovers();
 }
