@@ -248,41 +248,33 @@ impl<'a> Walk<'a> {
             let kind = kind_of(metadata.file_type());
             // A mounted /proc or /run: its root's mode and owner are the
             // mount's, and what is below is runtime state.
-            if kind == Some(FileKind::Dir)
+            let runtime_mount = kind == Some(FileKind::Dir)
                 && metadata.dev() != device
-                && is_runtime_filesystem(&on_disk)
-            {
-                self.skipped += 1;
-                match self.index.get_key_value(path.as_str()) {
-                    Some((&key, &entry)) => {
-                        self.seen.insert(key);
-                        if entry.kind != FileKind::Dir {
-                            self.change(key, "type", entry.kind.name().to_owned(), kind_name(kind));
-                        }
-                    }
-                    None => self.added.push(PathKind {
-                        path: path.clone(),
-                        kind: kind_name(kind),
-                    }),
-                }
-                self.mark_seen_below(&path);
-                continue;
-            }
-            let descend = match self.index.get_key_value(path.as_str()) {
-                Some((&key, &entry)) => {
+                && is_runtime_filesystem(&on_disk);
+            let indexed = self
+                .index
+                .get_key_value(path.as_str())
+                .map(|(&key, &entry)| (key, entry));
+            match indexed {
+                Some((key, entry)) => {
                     self.seen.insert(key);
-                    self.compare(key, entry, kind, &metadata, &on_disk)?;
-                    entry.kind == FileKind::Dir
+                    if !runtime_mount {
+                        self.compare(key, entry, kind, &metadata, &on_disk)?;
+                    } else if entry.kind != FileKind::Dir {
+                        self.change(key, "type", entry.kind.name().to_owned(), kind_name(kind));
+                    }
                 }
-                None => {
-                    self.added.push(PathKind {
-                        path: path.clone(),
-                        kind: kind_name(kind),
-                    });
-                    true
-                }
-            };
-            if descend && kind == Some(FileKind::Dir) {
+                None => self.added.push(PathKind {
+                    path: path.clone(),
+                    kind: kind_name(kind),
+                }),
+            }
+            if runtime_mount {
+                self.skipped += 1;
+                self.mark_seen_below(&path);
+            } else if kind == Some(FileKind::Dir)
+                && indexed.is_none_or(|(_, entry)| entry.kind == FileKind::Dir)
+            {
                 self.directory(&on_disk, &path, metadata.dev())?;
             }
         }

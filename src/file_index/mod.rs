@@ -5,7 +5,8 @@
 //! (`kiln verify --root`) and compared with another image (`kiln diff`)
 //! without unpacking anything. Each layer's index is made while the layer
 //! is baked (or, for a layer kiln did not bake, by streaming its blob once)
-//! and kept in the store's private area by diff id; an image's index is the
+//! and kept as a blob, named by a note under the layer's diff id in the
+//! store's private folder; an image's index is the
 //! layers' indexes merged, whiteouts applied. It is stored as a blob, and
 //! the manifests kiln writes name it in the `dev.kiln.files` annotation, so
 //! the index is part of what the image digest covers.
@@ -16,7 +17,7 @@ pub mod layer;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ use crate::store::{Store, StoreError};
 
 /// The media type of an image's file index blob.
 pub const MEDIA_TYPE_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json";
+/// The media type of a layer's index blob: its entries in tar order, with
+/// whiteouts and hard links as they are in the layer.
+pub const MEDIA_TYPE_LAYER_FILE_INDEX: &str = "application/vnd.kiln.layer-file-index.v1+json";
 /// The manifest annotation naming the image's file index blob.
 pub const ANNOTATION_FILE_INDEX: &str = "dev.kiln.files";
 
@@ -254,7 +258,8 @@ pub enum IndexError {
     Invalid { digest: Digest, reason: String },
 }
 
-/// Where the store keeps a layer's index: by diff id, in kiln's own folder.
+/// Where the store notes the digest of a layer's index blob: by diff id, in
+/// kiln's own folder.
 fn layer_index_path(store: &Store, diff_id: &Digest) -> PathBuf {
     store.private_dir().join("files/layers").join(diff_id.hex())
 }
@@ -267,14 +272,43 @@ fn image_index_path(store: &Store, manifest: &Digest) -> PathBuf {
         .join(manifest.hex())
 }
 
-/// Keeps a layer's index, made while baking it.
+/// Keeps a layer's index, made while baking it: a blob, verified when read
+/// like any other, named by a note under the layer's diff id.
 pub fn save_layer_index(
     store: &Store,
     diff_id: &Digest,
     entries: &[FileEntry],
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(entries).expect("file entries serialize");
-    store.write_private(&layer_index_path(store, diff_id), &bytes)
+    let layer_index = FileIndex {
+        media_type: MEDIA_TYPE_LAYER_FILE_INDEX.to_owned(),
+        entries: entries.to_vec(),
+    };
+    let descriptor = store.put_bytes(MEDIA_TYPE_LAYER_FILE_INDEX, &layer_index.to_bytes())?;
+    store.write_private(
+        &layer_index_path(store, diff_id),
+        descriptor.digest.as_str().as_bytes(),
+    )
+}
+
+/// A blob's bytes, read whole and checked against its digest.
+fn blob_bytes(store: &Store, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    store
+        .open_blob(digest, None)?
+        .read_to_end(&mut bytes)
+        .map_err(|error| StoreError::Damaged {
+            digest: digest.clone(),
+            reason: error.to_string(),
+        })?;
+    Ok(bytes)
+}
+
+/// The digest a note under kiln's folder names, and that blob's verified
+/// bytes, when both are there and intact.
+fn noted_blob(store: &Store, note: &Path) -> Option<(Digest, Vec<u8>)> {
+    let digest: Digest = std::fs::read_to_string(note).ok()?.trim().parse().ok()?;
+    let bytes = blob_bytes(store, &digest).ok()?;
+    Some((digest, bytes))
 }
 
 /// A layer's index: kept since it was baked, or made now by streaming its
@@ -284,11 +318,10 @@ pub fn layer_index(
     layer: &Descriptor,
     diff_id: &Digest,
 ) -> Result<Vec<FileEntry>, IndexError> {
-    let path = layer_index_path(store, diff_id);
-    if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(entries) = serde_json::from_slice(&bytes)
+    if let Some((digest, bytes)) = noted_blob(store, &layer_index_path(store, diff_id))
+        && let Ok(layer_index) = parse_index(&digest, &bytes, MEDIA_TYPE_LAYER_FILE_INDEX)
     {
-        return Ok(entries);
+        return Ok(layer_index.entries);
     }
     let compression = crate::export::layer_compression(&layer.media_type)
         .ok_or_else(|| IndexError::MediaType(layer.media_type.clone()))?;
@@ -319,30 +352,18 @@ pub fn index_of_layers(
     Ok(FileIndex::merge(indexes))
 }
 
-fn parse_index(digest: &Digest, bytes: &[u8]) -> Result<FileIndex, IndexError> {
+fn parse_index(digest: &Digest, bytes: &[u8], media_type: &str) -> Result<FileIndex, IndexError> {
     let index: FileIndex = serde_json::from_slice(bytes).map_err(|error| IndexError::Invalid {
         digest: digest.clone(),
         reason: error.to_string(),
     })?;
-    if index.media_type != MEDIA_TYPE_FILE_INDEX {
+    if index.media_type != media_type {
         return Err(IndexError::Invalid {
             digest: digest.clone(),
             reason: format!("its media type is {}", index.media_type),
         });
     }
     Ok(index)
-}
-
-fn read_index(store: &Store, digest: &Digest) -> Result<FileIndex, IndexError> {
-    let mut bytes = Vec::new();
-    store
-        .open_blob(digest, None)?
-        .read_to_end(&mut bytes)
-        .map_err(|error| StoreError::Damaged {
-            digest: digest.clone(),
-            reason: error.to_string(),
-        })?;
-    parse_index(digest, &bytes)
 }
 
 /// The file index of a stored image: the blob its manifest names, the one
@@ -357,18 +378,19 @@ pub fn image_index(
         && let Ok(digest) = named.parse::<Digest>()
         && store.has_blob(&digest)
     {
-        return Ok((digest.clone(), read_index(store, &digest)?));
+        let bytes = blob_bytes(store, &digest)?;
+        let index = parse_index(&digest, &bytes, MEDIA_TYPE_FILE_INDEX)?;
+        return Ok((digest, index));
     }
-    let mapping = image_index_path(store, manifest_digest);
-    if let Ok(text) = std::fs::read_to_string(&mapping)
-        && let Ok(digest) = text.trim().parse::<Digest>()
-        && store.has_blob(&digest)
+    let note = image_index_path(store, manifest_digest);
+    if let Some((digest, bytes)) = noted_blob(store, &note)
+        && let Ok(index) = parse_index(&digest, &bytes, MEDIA_TYPE_FILE_INDEX)
     {
-        return Ok((digest.clone(), read_index(store, &digest)?));
+        return Ok((digest, index));
     }
     let index = index_of_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
     let descriptor = store.put_bytes(MEDIA_TYPE_FILE_INDEX, &index.to_bytes())?;
-    store.write_private(&mapping, descriptor.digest.as_str().as_bytes())?;
+    store.write_private(&note, descriptor.digest.as_str().as_bytes())?;
     Ok((descriptor.digest, index))
 }
 
