@@ -465,6 +465,30 @@ fn an_image_from_another_tool_gets_its_index_on_first_use() {
         "{}",
         drifted.stdout
     );
+    // An image built on it (it has no shell: a host command changes it)
+    // merges the foreign layers' indexes with its own.
+    let app = env.write(
+        "on-foreign.toml",
+        "[image]\nname = \"on-foreign\"\nversion = \"1\"\n\n[source]\ntype = \"image\"\nref = \"foreign:1\"\n\n\
+         [[provisioner]]\ntype = \"shell-local\"\ninline = [\"rm $KILN_ROOT/etc/link\", \"echo more > $KILN_ROOT/etc/more\"]\n",
+    );
+    env.kiln(["build", app.to_str().unwrap()]).expect_code(0);
+    let unpacked = env.umoci_unpack("on-foreign:1");
+    env.kiln([
+        "verify",
+        "on-foreign:1",
+        "--root",
+        unpacked.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let added = env.kiln(["diff", "on-foreign:1"]);
+    added.expect_code(0);
+    assert!(
+        added.stdout.contains("+  /etc/more") && added.stdout.contains("-  /etc/link"),
+        "{}",
+        added.stdout
+    );
+
     let diff: serde_json::Value =
         serde_json::from_str(&env.kiln(["diff", "foreign:1", "ours:1", "--json"]).stdout).unwrap();
     assert!(
