@@ -462,21 +462,24 @@ fn a_push_stopped_midway_resumes_with_what_is_missing() {
         .storage
         .join("docker/registry/v2/repositories/team/big/_uploads");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = std::collections::BTreeSet::new();
-    loop {
-        if let Ok(entries) = std::fs::read_dir(&uploads) {
-            seen.extend(entries.flatten().map(|entry| entry.file_name()));
-        }
-        // The third upload is the first of the big one's stage: the config and
-        // the busybox layer went before it.
-        if seen.len() >= 4 {
-            break;
-        }
+    // The big layer is the last blob, and the only one over 4 MiB: once an
+    // upload holds more than that, the blobs before it are on the registry.
+    // (Watching upload folders come and go would miss the short-lived ones.)
+    let big_on_its_way = || {
+        std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|upload| {
+                std::fs::metadata(upload.path().join("data")).is_ok_and(|data| data.len() > 4 << 20)
+            })
+    };
+    while !big_on_its_way() {
         assert!(
             Instant::now() < deadline && push.try_wait().unwrap().is_none(),
             "the push ended before it could be stopped"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     registry.stop();
     assert!(
