@@ -151,3 +151,94 @@ pub fn index_tar(reader: &mut dyn Read) -> io::Result<Vec<FileEntry>> {
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(size);
+        header
+    }
+
+    #[test]
+    fn tar_entries_whiteouts_and_links_become_index_entries() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut append = |path: &str, mut header: tar::Header, link: Option<&str>, data: &[u8]| {
+            if let Some(link) = link {
+                header.set_link_name(link).unwrap();
+            }
+            builder.append_data(&mut header, path, data).unwrap();
+        };
+        append(
+            "./etc/",
+            header(tar::EntryType::Directory, 0o755, 0),
+            None,
+            b"",
+        );
+        append(
+            "./etc/a",
+            header(tar::EntryType::Regular, 0o4755, 3),
+            None,
+            b"abc",
+        );
+        append(
+            "etc/b",
+            header(tar::EntryType::Link, 0o644, 0),
+            Some("./etc/a"),
+            b"",
+        );
+        append(
+            "etc/s",
+            header(tar::EntryType::Symlink, 0o777, 0),
+            Some("a"),
+            b"",
+        );
+        append(
+            "etc/.wh.gone",
+            header(tar::EntryType::Regular, 0, 0),
+            None,
+            b"",
+        );
+        append(
+            "var/.wh..wh..opq",
+            header(tar::EntryType::Regular, 0, 0),
+            None,
+            b"",
+        );
+        let bytes = builder.into_inner().unwrap();
+        let entries = index_tar(&mut bytes.as_slice()).unwrap();
+        let summary: Vec<(&str, FileKind, u32, Option<&str>)> = entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry.path.as_str(),
+                    entry.kind,
+                    entry.mode,
+                    entry.target.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("/etc", FileKind::Dir, 0o755, None),
+                ("/etc/a", FileKind::File, 0o4755, None),
+                ("/etc/b", FileKind::Hardlink, 0o644, Some("/etc/a")),
+                ("/etc/s", FileKind::Symlink, 0o777, Some("a")),
+                ("/etc/gone", FileKind::Whiteout, 0, None),
+                ("/var", FileKind::Opaque, 0, None),
+            ]
+        );
+        assert_eq!(entries[1].size, 3);
+        assert_eq!(
+            entries[1].sha256.as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+    }
+}
