@@ -42,15 +42,6 @@ fn layer_entries(env: &TestEnv, reference: &str, layer: usize) -> Vec<(String, c
         .collect()
 }
 
-fn manifest(env: &TestEnv, reference: &str) -> serde_json::Value {
-    let digest = env.stored_digest(reference).expect("stored");
-    let path = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 #[test]
 fn file_and_shell_provisioners_bake_layers_that_skopeo_and_umoci_read() {
     let env = TestEnv::new();
@@ -106,7 +97,7 @@ fn file_and_shell_provisioners_bake_layers_that_skopeo_and_umoci_read() {
     );
     assert!(rootfs.join("bin/busybox").is_file());
 
-    let manifest = manifest(&env, "web:1.0");
+    let manifest = env.stored_manifest("web:1.0");
     assert_eq!(
         manifest["layers"].as_array().unwrap().len(),
         4,
@@ -184,7 +175,7 @@ fn a_stage_that_changes_nothing_adds_no_layer() {
         "{}",
         outcome.stdout
     );
-    let manifest = manifest(&env, "noop:1");
+    let manifest = env.stored_manifest("noop:1");
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
     let config_digest = manifest["config"]["digest"]
         .as_str()
@@ -551,8 +542,8 @@ fn an_image_source_builds_on_a_stored_image_and_records_its_parent() {
          [[provisioner]]\ntype = \"shell\"\ninline = [\"echo app > /etc/app\", \"rm /etc/doomed\", \"cat /etc/golden >> /etc/app\"]\n",
     );
     env.kiln(["build", app.to_str().unwrap()]).expect_code(0);
-    let base_manifest = manifest(&env, "golden/base:1.0");
-    let app_manifest = manifest(&env, "app:2.0");
+    let base_manifest = env.stored_manifest("golden/base:1.0");
+    let app_manifest = env.stored_manifest("app:2.0");
     let base_layers = base_manifest["layers"].as_array().unwrap();
     let app_layers = app_manifest["layers"].as_array().unwrap();
     assert_eq!(app_layers.len(), base_layers.len() + 1);
@@ -709,15 +700,7 @@ fn golden_digest_of_a_fixed_image() {
     let outcome = env.kiln(["build", template.to_str().unwrap()]);
     outcome.expect_code(0);
     let digest = env.stored_digest("golden:1").unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.store()
-                .join("blobs/sha256")
-                .join(digest.strip_prefix("sha256:").unwrap()),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = env.stored_manifest("golden:1");
     let layers: Vec<&str> = manifest["layers"]
         .as_array()
         .unwrap()

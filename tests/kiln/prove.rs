@@ -2,12 +2,13 @@
 //! tested, and what runs is what shipped.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::{TestEnv, busybox_template, require_tool};
 
 /// A busybox image with a few files a drift check can touch.
-fn app_template(env: &TestEnv, name: &str, version: &str, extra: &str) -> std::path::PathBuf {
+fn app_template(env: &TestEnv, name: &str, version: &str, extra: &str) -> PathBuf {
     env.write(
         &format!("{name}-{version}.toml"),
         &format!(
@@ -28,8 +29,19 @@ fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn test_events(stdout: &str) -> Vec<serde_json::Value> {
-    json_lines(stdout)
+/// Builds with `--json` into `out/`; returns the `test_finished` events.
+fn build_tests(env: &TestEnv, template: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "build",
+        template.to_str().unwrap(),
+        "--json",
+        "--output",
+        "out",
+    ];
+    args.extend(extra);
+    let outcome = env.kiln(&args);
+    outcome.expect_code(0);
+    json_lines(&outcome.stdout)
         .into_iter()
         .filter(|event| event["event"] == "test_finished")
         .collect()
@@ -106,21 +118,13 @@ fn a_passing_test_keeps_the_digest_is_recorded_and_runs_once() {
                  [[test]]\nname = \"root is read-only\"\ninline = [\"! touch /etc/new 2>/dev/null\"]\n\n\
                  [[post_processor]]\ntype = \"manifest\"\n";
     let template = app_template(&env, "tested", "1", tests);
-    let first = env.kiln([
-        "build",
-        template.to_str().unwrap(),
-        "--json",
-        "--output",
-        "out",
-    ]);
-    first.expect_code(0);
+    let events = build_tests(&env, &template, &[]);
     assert_eq!(
         env.stored_digest("tested:1").unwrap(),
         untested,
         "tests add no layer and never change the digest"
     );
-    let events = test_events(&first.stdout);
-    assert_eq!(events.len(), 2, "{}", first.stdout);
+    assert_eq!(events.len(), 2, "{events:?}");
     for event in &events {
         assert_eq!(event["passed"], true);
         assert_eq!(event["cached"], false);
@@ -134,15 +138,7 @@ fn a_passing_test_keeps_the_digest_is_recorded_and_runs_once() {
     assert_eq!(recorded[0]["outcome"], "passed");
     assert_eq!(recorded[1]["name"], "root is read-only");
 
-    let again = env.kiln([
-        "build",
-        template.to_str().unwrap(),
-        "--json",
-        "--output",
-        "out",
-    ]);
-    again.expect_code(0);
-    let events = test_events(&again.stdout);
+    let events = build_tests(&env, &template, &[]);
     assert!(
         events.iter().all(|event| event["cached"] == true),
         "an unchanged test of an unchanged image is not run again: {events:?}"
@@ -154,20 +150,8 @@ fn a_passing_test_keeps_the_digest_is_recorded_and_runs_once() {
         "{progress}"
     );
 
-    let forced = env.kiln([
-        "build",
-        template.to_str().unwrap(),
-        "--json",
-        "--no-cache",
-        "--output",
-        "out",
-    ]);
-    forced.expect_code(0);
-    assert!(
-        test_events(&forced.stdout)
-            .iter()
-            .all(|event| event["cached"] == false)
-    );
+    let forced = build_tests(&env, &template, &["--no-cache"]);
+    assert!(forced.iter().all(|event| event["cached"] == false));
 
     let edited = app_template(
         &env,
@@ -175,15 +159,7 @@ fn a_passing_test_keeps_the_digest_is_recorded_and_runs_once() {
         "1",
         &tests.replace("grep -q port=80", "grep -q port="),
     );
-    let rerun = env.kiln([
-        "build",
-        edited.to_str().unwrap(),
-        "--json",
-        "--output",
-        "out",
-    ]);
-    rerun.expect_code(0);
-    let events = test_events(&rerun.stdout);
+    let events = build_tests(&env, &edited, &[]);
     assert_eq!(events[0]["cached"], false, "a changed test runs again");
     assert_eq!(events[1]["cached"], true, "the unchanged one does not");
     env.assert_no_leftovers();
@@ -203,23 +179,9 @@ fn verify_finds_a_flipped_byte_in_a_stored_blob() {
         intact.stdout
     );
 
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.store().join("blobs/sha256").join(
-                env.stored_digest("checked:1")
-                    .unwrap()
-                    .strip_prefix("sha256:")
-                    .unwrap(),
-            ),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = env.stored_manifest("checked:1");
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
-    let path = env
-        .store()
-        .join("blobs/sha256")
-        .join(layer.strip_prefix("sha256:").unwrap());
+    let path = env.blob_path(layer);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;

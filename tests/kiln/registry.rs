@@ -288,15 +288,7 @@ fn pull_reads_what_skopeo_pushed_and_verifies_every_blob() {
         std::fs::read_to_string(rootfs.join("etc/release")).unwrap(),
         "base 1\n"
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.store()
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = env.stored_manifest("base:1");
 
     // The file index stays home; the first drift check makes it again from
     // the pulled layers, byte for byte the one made while baking.

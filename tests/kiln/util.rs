@@ -169,6 +169,22 @@ impl TestEnv {
             .map(|manifest| manifest["digest"].as_str().unwrap().to_owned())
     }
 
+    /// Where the store keeps the blob of a `sha256:…` digest.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.store()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// The manifest of a stored `name:version`.
+    #[track_caller]
+    pub fn stored_manifest(&self, reference: &str) -> serde_json::Value {
+        let digest = self
+            .stored_digest(reference)
+            .unwrap_or_else(|| panic!("{reference} is not stored"));
+        serde_json::from_slice(&std::fs::read(self.blob_path(&digest)).unwrap()).unwrap()
+    }
+
     /// Panics if a build left a mount, a work folder or a running helper.
     #[track_caller]
     pub fn assert_no_leftovers(&self) {
