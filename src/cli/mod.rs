@@ -232,6 +232,7 @@ pub enum Command {
     /// when anything drifted. Contents of pseudo and in-memory filesystems
     /// mounted in the tree (/proc, /sys, /dev, /run) are not compared.
     Verify {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
         #[arg(value_name = "REF")]
         reference: String,
         /// A deployed root to compare with the image
@@ -246,7 +247,9 @@ pub enum Command {
     },
     /// Show what changed from image A to image B (A's parent to A without B)
     Diff {
+        /// The first image (NAME:VERSION or NAME@sha256:…)
         a: String,
+        /// The second image; without it, A's parent is compared with A
         b: Option<String>,
         /// Print one JSON document on stdout
         #[arg(long)]
