@@ -57,8 +57,9 @@ pub const SECTIONS: &[&str] = &[
 pub struct Template {
     /// The template file, absolute.
     pub path: PathBuf,
-    /// sha256 of the template file's bytes without its `[[test]]` blocks:
-    /// tests never change the image, so its template annotation neither.
+    /// sha256 of the template file's bytes without its `[[test]]`,
+    /// `[[post_processor]]` and `[publish]` tables: what happens after the
+    /// image is made never changes it, so its template annotation neither.
     pub digest: Digest,
     pub image: ImageSpec,
     pub variables: Vec<Variable>,
@@ -97,12 +98,18 @@ pub fn load(path: &Path, inputs: &VarInputs) -> Result<Template, TemplateError> 
     load_str(path, text, inputs)
 }
 
-/// The digest of template text with its `[[test]]` tables cut out, the
-/// rest byte for byte as written.
-fn digest_without_tests(text: &str) -> Digest {
+/// Sections about what happens once the image is made: tests, artifacts
+/// and publishing. They are left out of the template's digest.
+const AFTER_THE_IMAGE: [&str; 3] = ["test", "post_processor", "publish"];
+
+/// The digest of template text with the [`AFTER_THE_IMAGE`] sections cut
+/// out, the rest byte for byte as written.
+fn image_part_digest(text: &str) -> Digest {
     match text.parse::<toml_edit::DocumentMut>() {
-        Ok(mut document) if document.contains_key("test") => {
-            document.remove("test");
+        Ok(mut document) if AFTER_THE_IMAGE.iter().any(|key| document.contains_key(key)) => {
+            for key in AFTER_THE_IMAGE {
+                document.remove(key);
+            }
             Digest::of(document.to_string().as_bytes())
         }
         _ => Digest::of(text.as_bytes()),
@@ -113,7 +120,7 @@ fn digest_without_tests(text: &str) -> Digest {
 pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Template, TemplateError> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let dir = absolute.parent().map(Path::to_owned).unwrap_or_default();
-    let digest = digest_without_tests(&text);
+    let digest = image_part_digest(&text);
     let file = Arc::new(SourceFile {
         path: path.to_owned(),
         text: text.clone(),
@@ -209,14 +216,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tests_do_not_change_the_template_digest() {
+    fn tests_outputs_and_publishing_do_not_change_the_template_digest() {
         let plain = "[image]\nname = \"a\"\n\n[source]\ntype = \"scratch\"\n";
         let tested = format!(
-            "{plain}\n[[test]]\nname = \"t\"\ninline = [\"true\"]\n\n[[test]] # again\nname = \"u\"\ninline = [\"true\"]\n"
+            "{plain}\n[[test]]\nname = \"t\"\ninline = [\"true\"]\n\n[[test]] # again\nname = \"u\"\ninline = [\"true\"]\n\n\
+             [[post_processor]]\ntype = \"checksum\"\n\n[publish]\nchannels = [\"dev\"]\n"
         );
-        assert_eq!(digest_without_tests(plain), Digest::of(plain.as_bytes()));
-        assert_eq!(digest_without_tests(&tested), digest_without_tests(plain));
+        assert_eq!(image_part_digest(plain), Digest::of(plain.as_bytes()));
+        assert_eq!(image_part_digest(&tested), image_part_digest(plain));
         let changed = plain.replace("\"a\"", "\"b\"");
-        assert_ne!(digest_without_tests(&changed), digest_without_tests(plain));
+        assert_ne!(image_part_digest(&changed), image_part_digest(plain));
     }
 }
