@@ -152,7 +152,8 @@ pub fn normalize(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// The first path after every path below `dir` in byte order.
+/// The range of paths below `dir` in byte order: from `dir/` up to, not
+/// including, `dir0` (`0` is the byte after `/`).
 fn below(dir: &str) -> (String, String) {
     let dir = dir.trim_end_matches('/');
     (format!("{dir}/"), format!("{dir}0"))
