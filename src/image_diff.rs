@@ -146,7 +146,7 @@ fn one(entry: &FileEntry, before: u64, after: u64) -> FileChange {
     }
 }
 
-fn list(values: Option<&Vec<String>>) -> Option<String> {
+fn json_list(values: Option<&Vec<String>>) -> Option<String> {
     values.map(|values| serde_json::to_string(values).expect("strings serialize"))
 }
 
@@ -185,13 +185,13 @@ fn config_changes(before: &ContainerConfig, after: &ContainerConfig) -> Vec<Conf
     }
     compare(
         "entrypoint".to_owned(),
-        list(before.entrypoint.as_ref()),
-        list(after.entrypoint.as_ref()),
+        json_list(before.entrypoint.as_ref()),
+        json_list(after.entrypoint.as_ref()),
     );
     compare(
         "cmd".to_owned(),
-        list(before.cmd.as_ref()),
-        list(after.cmd.as_ref()),
+        json_list(before.cmd.as_ref()),
+        json_list(after.cmd.as_ref()),
     );
     compare("user".to_owned(), before.user.clone(), after.user.clone());
     compare(
