@@ -22,7 +22,7 @@ pub(crate) fn run(cx: &mut super::run::PostContext<'_>) -> Result<(), String> {
     for artifact in &cx.artifacts {
         let name = artifact
             .path
-            .strip_prefix(&cx.output)
+            .strip_prefix(&cx.inputs.output)
             .unwrap_or(&artifact.path);
         text.push_str(&format!("{}  {}\n", artifact.sha256.hex(), name.display()));
     }

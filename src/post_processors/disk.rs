@@ -142,13 +142,13 @@ pub(crate) fn run(
         DiskFormat::Raw => "raw",
         DiskFormat::Qcow2 => "qcow2",
     };
-    let path = cx.output.join(format!("{}.{extension}", cx.stem()));
+    let path = cx.inputs.output.join(format!("{}.{extension}", cx.stem()));
     let artifact = write_disk(
         &root,
-        &cx.entry.manifest.digest,
-        cx.entry.name.as_str(),
+        &cx.inputs.entry.manifest.digest,
+        cx.inputs.entry.name.as_str(),
         settings,
-        cx.epoch,
+        cx.inputs.epoch,
         &path,
     )?;
     cx.add(artifact);

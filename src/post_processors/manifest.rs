@@ -72,7 +72,7 @@ pub(crate) fn run(
     let path = settings
         .path
         .clone()
-        .unwrap_or_else(|| cx.output.join("kiln-manifest.json"));
+        .unwrap_or_else(|| cx.inputs.output.join("kiln-manifest.json"));
     let dir = path
         .parent()
         .map(std::path::Path::to_owned)
@@ -91,20 +91,20 @@ pub(crate) fn run(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => ManifestFile::default(),
         Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
     };
-    let manifest = &cx.built.manifest;
+    let manifest = &cx.inputs.built.manifest;
     file.builds.push(ManifestBuild {
-        name: cx.entry.name.to_string(),
-        version: cx.entry.version.to_string(),
-        digest: cx.built.digest.clone(),
+        name: cx.inputs.entry.name.to_string(),
+        version: cx.inputs.entry.version.to_string(),
+        digest: cx.inputs.built.digest.clone(),
         parent: manifest
             .annotations
             .get(crate::oci::ANNOTATION_PARENT_DIGEST)
             .cloned(),
         layers: manifest.layers.clone(),
-        stages: cx.built.stages.clone(),
-        tests: cx.built.tests.clone(),
+        stages: cx.inputs.built.stages.clone(),
+        tests: cx.inputs.built.tests.clone(),
         artifacts: cx.artifacts.clone(),
-        template: cx.template.path.clone(),
+        template: cx.inputs.template.path.clone(),
         kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
         built_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -48,7 +48,7 @@ pub(crate) fn run(
         settings.summary().trim_start_matches("rootfs.")
     );
     let options = TreeOptions {
-        epoch: cx.epoch,
+        epoch: cx.inputs.epoch,
         overlay_upper: false,
     };
     let compression = settings.compression;

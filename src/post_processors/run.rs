@@ -35,20 +35,6 @@ pub struct PostError {
     pub reason: String,
 }
 
-/// What the post-processors of one build share.
-pub struct PostContext<'a> {
-    pub template: &'a Template,
-    pub built: &'a Built,
-    pub store: &'a Store,
-    pub entry: &'a ImageEntry,
-    pub home: &'a Path,
-    pub output: PathBuf,
-    pub epoch: u64,
-    pub reporter: &'a dyn Reporter,
-    pub artifacts: Vec<Artifact>,
-    work: Option<tempfile::TempDir>,
-}
-
 /// What a post-processing run is given.
 pub struct PostInputs<'a> {
     pub template: &'a Template,
@@ -61,27 +47,18 @@ pub struct PostInputs<'a> {
     pub reporter: &'a dyn Reporter,
 }
 
+/// What the post-processors of one build share: their inputs, the
+/// artifacts written so far and the flattened root, made once.
+pub struct PostContext<'a> {
+    pub inputs: PostInputs<'a>,
+    pub artifacts: Vec<Artifact>,
+    work: Option<tempfile::TempDir>,
+}
+
 impl<'a> PostContext<'a> {
     pub fn new(inputs: PostInputs<'a>) -> Self {
-        let PostInputs {
-            template,
-            built,
-            store,
-            entry,
-            home,
-            output,
-            epoch,
-            reporter,
-        } = inputs;
         Self {
-            template,
-            built,
-            store,
-            entry,
-            home,
-            output,
-            epoch,
-            reporter,
+            inputs,
             artifacts: Vec::new(),
             work: None,
         }
@@ -91,8 +68,8 @@ impl<'a> PostContext<'a> {
     pub fn stem(&self) -> String {
         format!(
             "{}-{}",
-            self.entry.name.as_str().replace('/', "_"),
-            self.entry.version
+            self.inputs.entry.name.as_str().replace('/', "_"),
+            self.inputs.entry.version
         )
     }
 
@@ -100,7 +77,7 @@ impl<'a> PostContext<'a> {
     /// flattened root inside it (made on first use).
     pub fn work_dir(&mut self) -> io::Result<PathBuf> {
         if self.work.is_none() {
-            let tmp = self.home.join("tmp");
+            let tmp = self.inputs.home.join("tmp");
             std::fs::create_dir_all(&tmp)?;
             self.work = Some(tempfile::Builder::new().prefix("post-").tempdir_in(&tmp)?);
         }
@@ -115,7 +92,7 @@ impl<'a> PostContext<'a> {
         if !root.exists() {
             std::fs::create_dir(&root)
                 .map_err(|error| format!("cannot make {}: {error}", root.display()))?;
-            crate::export::flatten(self.store, self.entry, &root)
+            crate::export::flatten(self.inputs.store, self.inputs.entry, &root)
                 .map_err(|error| crate::pipeline::error_chain(&error))?;
         }
         Ok(root)
@@ -128,7 +105,7 @@ impl<'a> PostContext<'a> {
         name: &str,
         write: impl FnOnce(ArtifactWriter) -> io::Result<ArtifactWriter>,
     ) -> Result<Artifact, String> {
-        let path = self.output.join(name);
+        let path = self.inputs.output.join(name);
         let artifact = write_atomically(&path, write)?;
         self.add(artifact.clone());
         Ok(artifact)
@@ -136,8 +113,8 @@ impl<'a> PostContext<'a> {
 
     /// Records a file a post-processor made by other means.
     pub fn add(&mut self, artifact: Artifact) {
-        self.reporter.report(Event::ArtifactWritten {
-            build: format!("{}:{}", self.entry.name, self.entry.version),
+        self.inputs.reporter.report(Event::ArtifactWritten {
+            build: format!("{}:{}", self.inputs.entry.name, self.inputs.entry.version),
             path: artifact.path.display().to_string(),
             size: artifact.size,
             sha256: artifact.sha256.clone(),

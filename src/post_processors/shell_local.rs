@@ -23,23 +23,27 @@ pub(crate) fn run(cx: &mut super::run::PostContext<'_>, spec: &ShellSpec) -> Res
         std::fs::create_dir(&merged)
             .map_err(|error| format!("cannot make {}: {error}", merged.display()))?;
     }
-    std::fs::create_dir_all(&cx.output)
-        .map_err(|error| format!("cannot make {}: {error}", cx.output.display()))?;
+    std::fs::create_dir_all(&cx.inputs.output)
+        .map_err(|error| format!("cannot make {}: {error}", cx.inputs.output.display()))?;
     let template_dir = cx
+        .inputs
         .template
         .path
         .parent()
         .unwrap_or(std::path::Path::new("/"))
         .to_owned();
-    let build = format!("{}:{}", cx.entry.name, cx.entry.version);
-    let redactor = cx.template.redactor();
+    let build = format!("{}:{}", cx.inputs.entry.name, cx.inputs.entry.version);
+    let redactor = cx.inputs.template.redactor();
     let timeout = spec.timeout.map(|timeout| timeout.as_std());
     for task in crate::pipeline::shell_tasks(spec, true, &template_dir) {
         let Task::Host { argv, mut env, cwd } = task else {
             continue;
         };
         env.push(("KILN_IMAGE".to_owned(), build.clone()));
-        env.push(("KILN_OUTPUT".to_owned(), cx.output.display().to_string()));
+        env.push((
+            "KILN_OUTPUT".to_owned(),
+            cx.inputs.output.display().to_string(),
+        ));
         let sandbox_spec = Spec {
             base: work.clone(),
             overlay: Some(Overlay {
@@ -57,7 +61,8 @@ pub(crate) fn run(cx: &mut super::run::PostContext<'_>, spec: &ShellSpec) -> Res
             &mut |line| {
                 let line = redactor.redact(line).into_owned();
                 tail.push(line.clone());
-                cx.reporter
+                cx.inputs
+                    .reporter
                     .report(crate::pipeline::reporter::Event::StageOutput {
                         build: build.clone(),
                         stage: 0,
