@@ -190,6 +190,35 @@ impl std::fmt::Display for Escape {
 impl std::error::Error for Escape {}
 
 /// Whether an error from this module is an [`Escape`].
+/// Creates a regular file `name` in `dir` with the bytes of `data`: never
+/// through a symlink nor over an existing entry, readable only by root until
+/// done. The owner is set first, then the mode, since chown clears setuid
+/// and setgid. Returns the open file, for xattrs and times.
+pub fn create_file(
+    dir: &OwnedFd,
+    name: &OsStr,
+    data: &mut dyn io::Read,
+    owner: (u32, u32),
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    io::copy(data, &mut file)?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::fchown(
+        fd.as_fd(),
+        Some(rustix::fs::Uid::from_raw(owner.0)),
+        Some(rustix::fs::Gid::from_raw(owner.1)),
+    )?;
+    rustix::fs::fchmod(fd.as_fd(), mode)?;
+    Ok(fd)
+}
+
 pub fn is_escape(error: &io::Error) -> bool {
     error.get_ref().is_some_and(|inner| inner.is::<Escape>())
 }

@@ -152,13 +152,13 @@ fn write_entry<R: Read>(
     let mode = Mode::from_raw_mode(header.mode().map_err(EntryError::Io)? & 0o7777);
     let uid = header.uid().map_err(EntryError::Io)?;
     let gid = header.gid().map_err(EntryError::Io)?;
+    let ids = (
+        u32::try_from(uid).map_err(|_| EntryError::Refused("its uid is too large".into()))?,
+        u32::try_from(gid).map_err(|_| EntryError::Refused("its gid is too large".into()))?,
+    );
     let owner = (
-        Some(rustix::fs::Uid::from_raw(u32::try_from(uid).map_err(
-            |_| EntryError::Refused("its uid is too large".into()),
-        )?)),
-        Some(rustix::fs::Gid::from_raw(u32::try_from(gid).map_err(
-            |_| EntryError::Refused("its gid is too large".into()),
-        )?)),
+        Some(rustix::fs::Uid::from_raw(ids.0)),
+        Some(rustix::fs::Gid::from_raw(ids.1)),
     );
     let times = timestamps(header.mtime().unwrap_or(0));
     let dir = confined::open_dir(root, parents, Resolve::NoSymlinks, true).map_err(|error| {
@@ -220,18 +220,7 @@ fn write_entry<R: Read>(
             Ok(Some(times))
         }
         EntryType::Regular | EntryType::Continuous => {
-            let fd = rustix::fs::openat(
-                dir.as_fd(),
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            let mut file = std::fs::File::from(fd);
-            io::copy(entry, &mut file)?;
-            let fd = OwnedFd::from(file);
-            rustix::fs::fchown(fd.as_fd(), owner.0, owner.1)?;
-            // After chown, which clears setuid and setgid bits.
-            rustix::fs::fchmod(fd.as_fd(), mode)?;
+            let fd = confined::create_file(&dir, name, entry, ids, mode)?;
             set_xattrs(&fd, entry)?;
             rustix::fs::futimens(fd.as_fd(), &times)?;
             Ok(None)

@@ -151,7 +151,7 @@ fn copy_file(
     use std::os::fd::AsFd;
     use std::os::unix::fs::PermissionsExt;
 
-    use rustix::fs::{Mode, OFlags};
+    use rustix::fs::Mode;
 
     if let Some(existing) = crate::confined::stat_at(dir, name)? {
         if crate::confined::is_dir(&existing) {
@@ -165,21 +165,14 @@ fn copy_file(
         }
         rustix::fs::unlinkat(dir.as_fd(), name, rustix::fs::AtFlags::empty())?;
     }
-    let fd = rustix::fs::openat(
-        dir.as_fd(),
-        name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    std::io::copy(&mut std::fs::File::open(source)?, &mut file)?;
-    rustix::fs::fchown(
-        file.as_fd(),
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    )?;
     let bits = mode.map_or(metadata.permissions().mode() & 0o7777, FileMode::bits);
-    rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(bits))?;
+    crate::confined::create_file(
+        dir,
+        name,
+        &mut std::fs::File::open(source)?,
+        (uid, gid),
+        Mode::from_raw_mode(bits),
+    )?;
     Ok(())
 }
 
