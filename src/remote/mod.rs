@@ -21,7 +21,7 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 
 use crate::oci;
-use crate::pipeline::reporter::TransferOutcome;
+use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
 use crate::store::StoreError;
 use auth::{Challenge, Credentials};
@@ -761,6 +761,57 @@ fn with_query(url: &str, query: &str) -> String {
 
 /// Runs a future to completion on a runtime made for it (the command line
 /// is synchronous; registry I/O is async).
+/// The progress events of one blob going to or coming from a registry.
+pub(crate) struct BlobTransfer<'a> {
+    reporter: &'a dyn Reporter,
+    label: &'a str,
+    descriptor: &'a oci::Descriptor,
+    started: std::time::Instant,
+}
+
+impl<'a> BlobTransfer<'a> {
+    pub(crate) fn new(
+        reporter: &'a dyn Reporter,
+        label: &'a str,
+        descriptor: &'a oci::Descriptor,
+    ) -> Self {
+        Self {
+            reporter,
+            label,
+            descriptor,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The blob starts moving (it was not there already).
+    pub(crate) fn moving(&self, direction: Direction) {
+        self.reporter.report(Event::TransferStarted {
+            build: self.label.to_owned(),
+            digest: self.descriptor.digest.clone(),
+            size: self.descriptor.size,
+            direction,
+        });
+    }
+
+    pub(crate) fn progress(&self, bytes: u64) {
+        self.reporter.report(Event::TransferProgress {
+            build: self.label.to_owned(),
+            digest: self.descriptor.digest.clone(),
+            bytes,
+        });
+    }
+
+    pub(crate) fn finished(self, outcome: TransferOutcome) {
+        self.reporter.report(Event::TransferFinished {
+            build: self.label.to_owned(),
+            digest: self.descriptor.digest.clone(),
+            size: self.descriptor.size,
+            outcome,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+    }
+}
+
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,9 +2,9 @@
 //! index), then every blob, each verified before it is kept; the version
 //! is tagged only when everything arrived intact.
 
-use super::{MEDIA_TYPE_DOCKER_LIST, Registry, RemoteError, Result};
+use super::{BlobTransfer, MEDIA_TYPE_DOCKER_LIST, Registry, RemoteError, Result};
 use crate::oci::{self, Manifest};
-use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
+use crate::pipeline::reporter::{Direction, Reporter, TransferOutcome};
 use crate::reference::{Digest, ImageName, RemoteRef, StoreTarget, Version};
 use crate::store::{Store, Tagged};
 
@@ -57,36 +57,20 @@ pub async fn pull(
     })?;
     let mut fetched_blobs = 0;
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        let started = std::time::Instant::now();
+        let transfer = BlobTransfer::new(reporter, &label, descriptor);
         let outcome = if store.has_blob(&descriptor.digest) {
             TransferOutcome::Present
         } else {
-            reporter.report(Event::TransferStarted {
-                build: label.clone(),
-                digest: descriptor.digest.clone(),
-                size: descriptor.size,
-                direction: Direction::Pull,
-            });
-            let mut progress = |bytes| {
-                reporter.report(Event::TransferProgress {
-                    build: label.clone(),
-                    digest: descriptor.digest.clone(),
-                    bytes,
-                })
-            };
+            transfer.moving(Direction::Pull);
             registry
-                .download_blob(repository, descriptor, store, &mut progress)
+                .download_blob(repository, descriptor, store, &mut |bytes| {
+                    transfer.progress(bytes)
+                })
                 .await?;
             fetched_blobs += 1;
             TransferOutcome::Fetched
         };
-        reporter.report(Event::TransferFinished {
-            build: label.clone(),
-            digest: descriptor.digest.clone(),
-            size: descriptor.size,
-            outcome,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        transfer.finished(outcome);
     }
     let descriptor = store.put_bytes(&media_type, &bytes)?;
     let tagged = store.tag(name, version, &descriptor)?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Registry, RemoteError, Result};
+use super::{BlobTransfer, Registry, RemoteError, Result};
 use crate::oci::{Descriptor, Manifest};
 use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
@@ -114,16 +114,11 @@ pub async fn push(
     let mut known = known_blobs(home, registry.host());
     let label = format!("{}/{repository}:{tag}", registry.host());
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        let started = std::time::Instant::now();
+        let transfer = BlobTransfer::new(reporter, &label, descriptor);
         let outcome = if registry.blob_exists(repository, &descriptor.digest).await? {
             TransferOutcome::Present
         } else {
-            reporter.report(Event::TransferStarted {
-                build: label.clone(),
-                digest: descriptor.digest.clone(),
-                size: descriptor.size,
-                direction: Direction::Push,
-            });
+            transfer.moving(Direction::Push);
             let path = store.blob_path(&descriptor.digest);
             let mount_from = known
                 .get(&descriptor.digest)
@@ -144,21 +139,13 @@ pub async fn push(
             loop {
                 tokio::select! {
                     result = &mut upload => break result?,
-                    _ = tick.tick() => reporter.report(Event::TransferProgress {
-                        build: label.clone(),
-                        digest: descriptor.digest.clone(),
-                        bytes: sent.load(std::sync::atomic::Ordering::Relaxed),
-                    }),
+                    _ = tick.tick() => transfer.progress(
+                        sent.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                 }
             }
         };
-        reporter.report(Event::TransferFinished {
-            build: label.clone(),
-            digest: descriptor.digest.clone(),
-            size: descriptor.size,
-            outcome,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        transfer.finished(outcome);
         known.insert(descriptor.digest.clone(), repository.to_owned());
         report.blobs.push((descriptor.clone(), outcome));
     }
