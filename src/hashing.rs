@@ -113,11 +113,50 @@ impl<R: Read> Read for VerifyingReader<R> {
     }
 }
 
+/// A reader that hashes and counts what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// The inner reader, to read past the hashing.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The digest and size of everything read.
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest::from_sha256(&self.hasher.finalize()), self.read)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes everything a reader yields, streaming.
+pub fn digest_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hashing = HashingReader::new(reader);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.finish())
+}
+
 /// Hashes a whole file, streaming.
 pub fn digest_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut writer = HashingWriter::new(io::sink());
-    io::copy(&mut file, &mut writer)?;
-    let (digest, size, _) = writer.finish();
-    Ok((digest, size))
+    digest_reader(std::fs::File::open(path)?)
 }

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
-use crate::file_index::layer::HashingReader;
 use crate::file_index::{FileEntry, FileKind};
+use crate::hashing::HashingReader;
 
 /// How a tree is read.
 #[derive(Clone, Copy, Debug)]
@@ -199,9 +199,9 @@ impl<W: Write> TreeWriter<W> {
             if !indexed {
                 return Ok(());
             }
-            let (sha256, size) = hashing.finish();
+            let (digest, size) = hashing.finish();
             self.record(&entry_path, metadata, FileKind::File, |entry| {
-                entry.sha256 = Some(sha256);
+                entry.sha256 = Some(digest.hex().to_owned());
                 entry.size = size;
             });
             return Ok(());

@@ -39,7 +39,7 @@ pub fn print_table<const N: usize>(rows: &[[String; N]]) {
     }
 }
 
-fn short(digest: &kiln::reference::Digest) -> String {
+pub fn short(digest: &kiln::reference::Digest) -> String {
     format!("sha256:{}", &digest.hex()[..12])
 }
 

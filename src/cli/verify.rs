@@ -97,12 +97,12 @@ fn blobs(store: &Store, reference: &StoreRef, json: bool) -> Exit {
     }
 }
 
-/// The first characters of a `sha256:` value, for a line of text.
+/// A changed value for a line of text: digests shortened.
 fn short(value: &str) -> String {
-    match value.strip_prefix("sha256:") {
-        Some(hex) if hex.len() > 12 => format!("sha256:{}…", &hex[..12]),
-        _ => value.to_owned(),
-    }
+    value.parse().map_or_else(
+        |_| value.to_owned(),
+        |digest| super::reporters::short(&digest),
+    )
 }
 
 fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, json: bool) -> Exit {

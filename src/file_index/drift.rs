@@ -11,14 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use super::glob::Glob;
 use super::{FileEntry, FileIndex, FileKind};
@@ -376,13 +375,12 @@ impl<'a> Walk<'a> {
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
-                    let mut buffer = vec![0; 256 << 10];
                     loop {
                         let at = next.fetch_add(1, Ordering::Relaxed);
                         let Some(candidate) = candidates.get(at) else {
                             break;
                         };
-                        let actual = match hash_file(&candidate.on_disk, &mut buffer) {
+                        let actual = match hash_file(&candidate.on_disk) {
                             Ok(hex) if hex == candidate.expected => continue,
                             Ok(hex) => format!("sha256:{hex}"),
                             Err(error) => format!("unreadable: {error}"),
@@ -404,23 +402,13 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// The hex sha256 of a file, opened without following a symlink.
-fn hash_file(path: &Path, buffer: &mut [u8]) -> io::Result<String> {
-    let mut file = File::options()
+/// The hex sha256 of a file, opened without following a symlink, read in
+/// large chunks.
+fn hash_file(path: &Path) -> io::Result<String> {
+    let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let mut hasher = Sha256::new();
-    loop {
-        let n = file.read(buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
+    let (digest, _) = crate::hashing::digest_reader(io::BufReader::with_capacity(256 << 10, file))?;
+    Ok(digest.hex().to_owned())
 }

@@ -4,56 +4,10 @@
 
 use std::io::{self, Read};
 
-use sha2::{Digest as _, Sha256};
-
 use super::{FileEntry, FileKind, normalize};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
-
-/// A reader that hashes what passes through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    read: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            read: 0,
-        }
-    }
-
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
-    /// The hex sha256 and length of what was read.
-    pub fn finish(self) -> (String, u64) {
-        let hash = self.hasher.finalize();
-        let hex = hash.iter().map(|byte| format!("{byte:02x}")).collect();
-        (hex, self.read)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-/// The hex sha256 of everything `reader` yields, and its length.
-pub fn hash_reader(reader: impl Read) -> io::Result<(String, u64)> {
-    let mut hashing = HashingReader::new(reader);
-    io::copy(&mut hashing, &mut io::sink())?;
-    Ok(hashing.finish())
-}
 
 fn pax_id(entry: &mut tar::Entry<'_, impl Read>, key: &str) -> io::Result<Option<u32>> {
     let Some(extensions) = entry.pax_extensions()? else {
@@ -118,8 +72,8 @@ pub fn index_tar(reader: &mut dyn Read) -> io::Result<Vec<FileEntry>> {
         };
         match header.entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let (hex, size) = hash_reader(&mut entry)?;
-                record.sha256 = Some(hex);
+                let (digest, size) = crate::hashing::digest_reader(&mut entry)?;
+                record.sha256 = Some(digest.hex().to_owned());
                 record.size = size;
             }
             tar::EntryType::Directory => record.kind = FileKind::Dir,

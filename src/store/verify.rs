@@ -1,8 +1,7 @@
 //! `kiln verify REF`: every blob of a stored image read again and hashed,
 //! on every core, so a flipped bit on disk is found before it ships.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,7 +9,6 @@ use serde::Serialize;
 
 use super::{ImageEntry, Store};
 use crate::file_index::ANNOTATION_FILE_INDEX;
-use crate::hashing::HashingWriter;
 use crate::oci::Manifest;
 use crate::reference::Digest;
 
@@ -27,26 +25,13 @@ pub struct BlobCheck {
 
 /// Hashes the blob file of `digest`, comparing digest and size.
 fn check_blob(store: &Store, digest: &Digest, size: Option<u64>) -> Option<String> {
-    let path = store.blob_path(digest);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
+    let (actual, read) = match crate::hashing::digest_file(&store.blob_path(digest)) {
+        Ok(hashed) => hashed,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             return Some("it is missing".to_owned());
         }
         Err(error) => return Some(format!("it cannot be read: {error}")),
     };
-    let mut hashing = HashingWriter::new(io::sink());
-    let mut buffer = vec![0; 256 << 10];
-    loop {
-        match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => {
-                io::Write::write_all(&mut hashing, &buffer[..n]).expect("a sink takes every byte")
-            }
-            Err(error) => return Some(format!("it cannot be read: {error}")),
-        }
-    }
-    let (actual, read, _) = hashing.finish();
     if &actual != digest {
         return Some(format!("its content hashes to {actual}"));
     }
