@@ -10,8 +10,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::bake::{TreeOptions, gzip::ParallelGzip};
+use crate::disk::{DiskError, DiskFormat, DiskSettings, Filesystem, write_disk};
 use crate::oci::{self, Descriptor, Index, Manifest};
-use crate::sources::tarball::{Compression, decompress};
 use crate::store::{ImageEntry, Store, StoreError};
 use crate::unpack::{self, UnpackError, Whiteouts};
 
@@ -27,10 +27,10 @@ pub enum ExportError {
         #[source]
         source: UnpackError,
     },
-    #[error("layer {0} has a media type kiln cannot read")]
-    MediaType(String),
-    #[error("failed to make the disk: {0}")]
-    Disk(String),
+    #[error("{0} layers but {1} diff ids in the image's config")]
+    LayerCount(usize, usize),
+    #[error("failed to make the disk")]
+    Disk(#[from] DiskError),
     #[error("failed to {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -62,16 +62,6 @@ fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
-    }
-}
-
-/// The compression of a layer, from its media type.
-pub fn layer_compression(media_type: &str) -> Option<Compression> {
-    match media_type {
-        oci::MEDIA_TYPE_LAYER_GZIP | oci::DOCKER_MEDIA_TYPE_LAYER_GZIP => Some(Compression::Gzip),
-        oci::MEDIA_TYPE_LAYER_TAR => Some(Compression::None),
-        oci::MEDIA_TYPE_LAYER_ZSTD => Some(Compression::Zstd),
-        _ => None,
     }
 }
 
@@ -190,25 +180,26 @@ fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Ex
     Ok(())
 }
 
-/// Applies every layer of the image, in order, into the empty folder `root`.
-pub fn flatten(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), ExportError> {
-    let manifest = store.manifest(entry)?;
-    for layer in &manifest.layers {
-        let compression = layer_compression(&layer.media_type)
-            .ok_or_else(|| ExportError::MediaType(layer.media_type.clone()))?;
-        let blob = store.open_blob(&layer.digest, Some(layer.size))?;
-        let mut reader = decompress(blob, compression)
-            .map_err(io_error("read", &store.blob_path(&layer.digest)))?;
+/// Applies every layer of the image, in order, into the empty folder
+/// `root`, each checked against its digest and its diff id.
+pub fn flatten(store: &Store, manifest: &Manifest, root: &Path) -> Result<(), ExportError> {
+    let config = store.config(manifest)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(ExportError::LayerCount(
+            manifest.layers.len(),
+            diff_ids.len(),
+        ));
+    }
+    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        let mut reader = store.open_layer(layer, diff_id)?;
         unpack::unpack(&mut reader, root, Whiteouts::Apply).map_err(|source| {
             ExportError::Unpack {
                 digest: layer.digest.clone(),
                 source,
             }
         })?;
-        io::copy(&mut reader, &mut io::sink()).map_err(|error| StoreError::Damaged {
-            digest: layer.digest.clone(),
-            reason: error.to_string(),
-        })?;
+        reader.finish()?;
     }
     Ok(())
 }
@@ -225,7 +216,7 @@ fn flattened(
         .prefix("flatten-")
         .tempdir_in(scratch)
         .map_err(io_error("create a folder in", scratch))?;
-    flatten(store, entry, root.path())?;
+    flatten(store, &store.manifest(entry)?, root.path())?;
     Ok(root)
 }
 
@@ -269,13 +260,11 @@ pub fn rootfs(
 pub fn disk(
     store: &Store,
     entry: &ImageEntry,
-    format: crate::post_processors::disk::DiskFormat,
+    format: DiskFormat,
     destination: &Path,
     scratch: &Path,
     epoch: u64,
 ) -> Result<(), ExportError> {
-    use crate::post_processors::disk::{DiskSettings, Filesystem, write_disk};
-
     refuse_existing(destination)?;
     let root = flattened(store, entry, scratch)?;
     let settings = DiskSettings {
@@ -291,7 +280,6 @@ pub fn disk(
         &settings,
         epoch,
         destination,
-    )
-    .map_err(ExportError::Disk)?;
+    )?;
     Ok(())
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provisioners::shell::{ShellBody, check_body};
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::provisioners::shell::{ShellBody, ShellSpec, check_body};
+use crate::reference::Digest;
 use crate::template::check::Checker;
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
@@ -28,6 +30,40 @@ pub struct ImageTest {
     pub body: ShellBody,
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
+}
+
+impl ImageTest {
+    /// Its settings, its script's content and the template's variables
+    /// (which its commands see as `KILN_VAR_NAME`); with the digest of the
+    /// image it tests, they make its key.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs, variables: &Digest) -> Result<(), KeyError> {
+        let ImageTest {
+            name,
+            body,
+            env,
+            timeout,
+        } = self;
+        inputs.setting("name", name);
+        body.key_inputs(inputs)?;
+        inputs
+            .setting("env", env)
+            .setting("timeout", timeout)
+            .setting_digest("variables", variables.clone());
+        Ok(())
+    }
+
+    /// The test as a shell stage: `/bin/sh`, no retries, in `/`.
+    pub fn as_shell(&self) -> ShellSpec {
+        ShellSpec {
+            body: self.body.clone(),
+            env: self.env.clone(),
+            shell: "/bin/sh".to_owned(),
+            timeout: self.timeout,
+            max_retries: 0,
+            workdir: None,
+            cache: true,
+        }
+    }
 }
 
 pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<ImageTest>> {

@@ -110,6 +110,14 @@ pub fn bake_layer(
     })
 }
 
+/// The diff id the tree at `root` would bake into: the sha256 of its
+/// deterministic tar, written to nowhere.
+pub fn tree_digest(root: &Path, options: TreeOptions) -> io::Result<Digest> {
+    let hashing = tar::write_tree(root, HashingWriter::new(io::sink()), options)?;
+    let (digest, _, _) = hashing.finish();
+    Ok(digest)
+}
+
 /// Whether a stage's upper directory holds no change at all.
 pub fn is_empty_tree(root: &Path) -> io::Result<bool> {
     Ok(std::fs::read_dir(root)?.next().is_none())

@@ -1,13 +1,16 @@
-//! Stage keys: what decides whether a stage's cached layer can be reused.
+//! Stage keys: what decides whether a stage's cached layer can be reused,
+//! and, beside the key, the inputs that made it.
 //!
-//! A key is the sha256 of the parent stage's key, the stage's settings after
-//! interpolation (paths relative to the template, so a moved checkout keeps
-//! its cache), the epoch, and the content of every host file the stage
-//! reads. Beside the key, a [`StageKey`] keeps a digest for each setting and
-//! each file, so a miss can say which setting or file changed. Sensitive
-//! values only ever enter digests.
+//! A key is the sha256 of the parent stage's key, the stage's kind, the
+//! epoch, a digest of each setting after interpolation, and the content of
+//! every host file the stage reads. Each kind says what its inputs are
+//! ([`KeyInputs`]), field by typed field: host paths enter by their path
+//! relative to the template (so a moved checkout keeps its cache) and their
+//! content; every other setting enters as written, so an inline command
+//! that names the template's folder is not mistaken for one that does not.
+//! Sensitive values only ever enter digests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,14 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::hashing::digest_file;
-use crate::provisioners::Provisioner;
-use crate::provisioners::shell::ShellBody;
 use crate::reference::Digest;
-use crate::sources::Source;
-use crate::template::Template;
+use crate::report::MissReason;
 
 /// Bumped when what a key covers, or how layers are baked, changes.
-const KEY_VERSION: &str = "kiln-stage-key-v1";
+const KEY_VERSION: &str = "kiln-stage-key-v2";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageKey {
@@ -43,44 +43,111 @@ pub struct KeyError {
     pub source: io::Error,
 }
 
-fn digest_text(text: &str) -> Digest {
-    Digest::of(text.as_bytes())
+impl KeyError {
+    pub fn at(path: &Path) -> impl FnOnce(io::Error) -> Self + '_ {
+        move |source| Self {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
-/// Relative to the template's folder, as the key sees host paths.
-fn relative(template: &Template, path: &Path) -> String {
-    let dir = template.path.parent().unwrap_or(Path::new("/"));
-    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+/// What a stage (or a test, or an artifact) is made from, as digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub kind: String,
+    pub epoch: u64,
+    pub settings: BTreeMap<String, Digest>,
+    pub files: BTreeMap<String, Digest>,
+    /// The template's folder: host paths are named relative to it.
+    #[serde(skip)]
+    template_dir: PathBuf,
 }
 
-/// Settings as JSON, one digest per top-level setting; host paths are
-/// made relative to the template.
-fn setting_digests(template: &Template, settings: &impl Serialize) -> BTreeMap<String, Digest> {
-    let dir = template
-        .path
-        .parent()
-        .map(|dir| format!("{}/", dir.display()))
-        .unwrap_or_default();
-    let json = serde_json::to_value(settings).expect("stage settings serialize");
-    let serde_json::Value::Object(map) = json else {
-        return BTreeMap::new();
-    };
-    map.into_iter()
-        .map(|(name, value)| {
-            // A shell body is `{"inline": …}` or `{"scripts": …}`: name it
-            // by the key the template used.
-            let name = match &value {
-                serde_json::Value::Object(inner) if name == "body" && inner.len() == 1 => {
-                    inner.keys().next().cloned().unwrap_or(name)
-                }
-                _ => name,
-            };
-            let text = serde_json::to_string(&value)
-                .expect("JSON serializes")
-                .replace(&dir, "");
-            (name, digest_text(&text))
-        })
-        .collect()
+impl KeyInputs {
+    pub fn new(kind: &str, epoch: u64, template_dir: &Path) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            epoch,
+            settings: BTreeMap::new(),
+            files: BTreeMap::new(),
+            template_dir: template_dir.to_owned(),
+        }
+    }
+
+    /// A setting, by the key the template gives it: its value as JSON.
+    pub fn setting(&mut self, name: &str, value: &impl Serialize) -> &mut Self {
+        let json = serde_json::to_string(value).expect("settings serialize to JSON");
+        self.settings
+            .insert(name.to_owned(), Digest::of(json.as_bytes()));
+        self
+    }
+
+    /// A setting whose value is already a digest (of something large).
+    pub fn setting_digest(&mut self, name: &str, digest: Digest) -> &mut Self {
+        self.settings.insert(name.to_owned(), digest);
+        self
+    }
+
+    /// A host path as a setting: relative to the template.
+    pub fn path_setting(&mut self, name: &str, path: &Path) -> &mut Self {
+        let relative = self.relative(path);
+        self.setting(name, &relative)
+    }
+
+    /// A list of host paths as a setting: each relative to the template.
+    pub fn paths_setting(&mut self, name: &str, paths: &[PathBuf]) -> &mut Self {
+        let relative: Vec<String> = paths.iter().map(|path| self.relative(path)).collect();
+        self.setting(name, &relative)
+    }
+
+    /// A host file or folder the stage reads: its content (a file's bytes
+    /// and mode, a folder's whole tree), under its relative path.
+    pub fn host_file(&mut self, path: &Path) -> Result<&mut Self, KeyError> {
+        let digest = digest_path(path)?;
+        let name = self.relative(path);
+        self.files.insert(name, digest);
+        Ok(self)
+    }
+
+    /// Content that stands for a host file, under a name of its own (the
+    /// digest of a base image, of a tarball, of a directory's tar).
+    pub fn file_digest(&mut self, name: String, digest: Digest) -> &mut Self {
+        self.files.insert(name, digest);
+        self
+    }
+
+    /// `path` relative to the template's folder, as the key names it.
+    pub fn relative(&self, path: &Path) -> String {
+        crate::template::check::relative(path, &self.template_dir)
+    }
+
+    /// The key of these inputs below `parent`.
+    pub fn key(&self, parent: Option<&Digest>) -> StageKey {
+        let mut hasher = Sha256::new();
+        hasher.update(KEY_VERSION.as_bytes());
+        hasher.update(
+            format!(
+                "\0{}\0{}\0{}\0",
+                parent.map_or("", Digest::as_str),
+                self.kind,
+                self.epoch
+            )
+            .as_bytes(),
+        );
+        for (name, digest) in &self.settings {
+            hasher.update(format!("setting {name}={digest}\n").as_bytes());
+        }
+        for (name, digest) in &self.files {
+            hasher.update(format!("file {name}={digest}\n").as_bytes());
+        }
+        StageKey {
+            key: Digest::from_sha256(&hasher.finalize()),
+            parent: parent.cloned(),
+            settings: self.settings.clone(),
+            files: self.files.clone(),
+        }
+    }
 }
 
 /// A digest of a host folder: every path, type, mode, owner, link target
@@ -120,184 +187,44 @@ pub fn digest_tree(root: &Path) -> io::Result<Digest> {
     Ok(Digest::from_sha256(&hasher.finalize()))
 }
 
-/// A digest of what a host path holds: a file's content or a folder's tree.
+/// A digest of what a host path holds: a file's content and mode, or a
+/// folder's tree.
 fn digest_path(path: &Path) -> Result<Digest, KeyError> {
-    let error = |source| KeyError {
-        path: path.to_owned(),
-        source,
-    };
-    let metadata = std::fs::metadata(path).map_err(error)?;
+    let metadata = std::fs::metadata(path).map_err(KeyError::at(path))?;
     if metadata.is_dir() {
-        digest_tree(path).map_err(error)
+        digest_tree(path).map_err(KeyError::at(path))
     } else {
-        let (digest, _) = digest_file(path).map_err(error)?;
+        let (digest, _) = digest_file(path).map_err(KeyError::at(path))?;
         // The mode of a copied file ends up in the layer.
-        Ok(digest_text(&format!(
-            "{digest}\0{:o}",
-            metadata.mode() & 0o7777
-        )))
+        Ok(Digest::of(
+            format!("{digest}\0{:o}", metadata.mode() & 0o7777).as_bytes(),
+        ))
     }
 }
 
-fn finish(
-    parent: Option<&Digest>,
-    kind: &str,
-    settings: BTreeMap<String, Digest>,
-    files: BTreeMap<String, Digest>,
-    epoch: u64,
-) -> StageKey {
-    let mut hasher = Sha256::new();
-    hasher.update(KEY_VERSION.as_bytes());
-    hasher.update(format!("\0{}\0{kind}\0{epoch}\0", parent.map_or("", Digest::as_str)).as_bytes());
-    for (name, digest) in settings.iter().chain(&files) {
-        hasher.update(format!("{name}={digest}\n").as_bytes());
-    }
-    StageKey {
-        key: Digest::from_sha256(&hasher.finalize()),
-        parent: parent.cloned(),
-        settings,
-        files,
-    }
-}
-
-/// The key of the source stage. `base` is the manifest digest of an
-/// `image` source, looked up by the caller.
-pub fn source_key(
-    template: &Template,
-    epoch: u64,
-    base: Option<&Digest>,
-) -> Result<StageKey, KeyError> {
-    let source = &template.source;
-    let mut settings = setting_digests(template, source);
-    let mut files = BTreeMap::new();
-    match source {
-        Source::Tarball(tarball) => {
-            // The archive's content, wherever it lives.
-            settings.remove("path");
-            let (digest, _) = digest_file(&tarball.path).map_err(|source| KeyError {
-                path: tarball.path.clone(),
-                source,
-            })?;
-            files.insert(relative(template, &tarball.path), digest);
-        }
-        Source::Directory(directory) => {
-            files.insert(
-                relative(template, &directory.path),
-                digest_path(&directory.path)?,
-            );
-        }
-        Source::Debootstrap(debootstrap) => {
-            // The mirror and architecture actually used, not only the ones written.
-            let mirror = debootstrap
-                .mirror
-                .clone()
-                .or_else(crate::sources::debootstrap::host_mirror)
-                .unwrap_or_default();
-            let arch = debootstrap
-                .arch
-                .clone()
-                .unwrap_or_else(|| crate::oci::host_architecture().to_owned());
-            settings.insert("mirror".to_owned(), digest_text(&mirror));
-            settings.insert("arch".to_owned(), digest_text(&arch));
-        }
-        Source::Image(_) => {
-            if let Some(base) = base {
-                files.insert("base image".to_owned(), base.clone());
-            }
-        }
-        Source::Scratch => {}
-    }
-    Ok(finish(None, source.kind(), settings, files, epoch))
-}
-
-/// The key of a provisioner stage below `parent`.
-pub fn provisioner_key(
-    template: &Template,
-    provisioner: &Provisioner,
-    parent: &Digest,
-    epoch: u64,
-) -> Result<StageKey, KeyError> {
-    let mut settings = setting_digests(template, provisioner);
-    // Whether it is cached says nothing about what it makes.
-    settings.remove("cache");
-    let mut files = BTreeMap::new();
-    match provisioner {
-        Provisioner::File(file) => {
-            files.insert(relative(template, &file.source), digest_path(&file.source)?);
-        }
-        Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => {
-            if let ShellBody::Scripts(scripts) = &spec.body {
-                for script in scripts {
-                    files.insert(relative(template, script), digest_path(script)?);
-                }
-            }
-        }
-    }
-    Ok(finish(
-        Some(parent),
-        provisioner.kind(),
-        settings,
-        files,
-        epoch,
-    ))
-}
-
-/// The key of a `[[test]]`: the digest of the image it tests, its
-/// settings and the content of its scripts. A test that passed with the
-/// same key is not run again.
-pub fn test_key(
-    template: &Template,
-    test: &crate::image_test::ImageTest,
-    image: &Digest,
-) -> Result<StageKey, KeyError> {
-    let settings = setting_digests(template, test);
-    let mut files = BTreeMap::new();
-    if let ShellBody::Scripts(scripts) = &test.body {
-        for script in scripts {
-            files.insert(relative(template, script), digest_path(script)?);
-        }
-    }
-    Ok(finish(Some(image), "test", settings, files, 0))
-}
-
-/// Every stage's key, in order, as a build would compute them.
-pub fn stage_keys(
-    template: &Template,
-    epoch: u64,
-    base: Option<&Digest>,
-) -> Result<Vec<StageKey>, KeyError> {
-    let mut keys = vec![source_key(template, epoch, base)?];
-    for provisioner in &template.provisioners {
-        let parent = keys.last().expect("the source key is first").key.clone();
-        keys.push(provisioner_key(template, provisioner, &parent, epoch)?);
-    }
-    Ok(keys)
-}
-
-/// What differs between an earlier key of the same stage and this one, in
-/// words: `parent changed`, `file changed: files/motd`, `settings changed: inline`.
-pub fn difference(before: &StageKey, now: &StageKey) -> String {
+/// What differs between an earlier key of the same stage and this one.
+pub fn difference(before: &StageKey, now: &StageKey) -> MissReason {
     if before.parent != now.parent {
-        return "parent changed".to_owned();
+        return MissReason::ParentChanged;
     }
     let changed = |a: &BTreeMap<String, Digest>, b: &BTreeMap<String, Digest>| -> Vec<String> {
         a.keys()
             .chain(b.keys())
             .filter(|name| a.get(*name) != b.get(*name))
             .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect()
     };
     let files = changed(&before.files, &now.files);
     if !files.is_empty() {
-        return format!("file changed: {}", files.join(", "));
+        return MissReason::FilesChanged(files);
     }
     let settings = changed(&before.settings, &now.settings);
     if !settings.is_empty() {
-        return format!("settings changed: {}", settings.join(", "));
+        return MissReason::SettingsChanged(settings);
     }
-    "no cache entry".to_owned()
+    MissReason::NoEntry
 }
 
 #[cfg(test)]
@@ -305,19 +232,14 @@ mod tests {
     use super::*;
 
     fn key(parent: Option<&str>, settings: &[(&str, &str)], files: &[(&str, &str)]) -> StageKey {
-        let map = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), digest_text(v)))
-                .collect()
-        };
-        finish(
-            parent.map(digest_text).as_ref(),
-            "shell",
-            map(settings),
-            map(files),
-            0,
-        )
+        let mut inputs = KeyInputs::new("shell", 0, Path::new("/t"));
+        for (name, value) in settings {
+            inputs.setting(name, value);
+        }
+        for (name, value) in files {
+            inputs.file_digest((*name).to_owned(), Digest::of(value.as_bytes()));
+        }
+        inputs.key(parent.map(|parent| Digest::of(parent.as_bytes())).as_ref())
     }
 
     #[test]
@@ -327,56 +249,56 @@ mod tests {
             &[("inline", "a"), ("env", "x")],
             &[("s.sh", "1")],
         );
-        assert_eq!(
-            difference(
-                &before,
-                &key(
+        let same = key(
+            Some("p"),
+            &[("inline", "a"), ("env", "x")],
+            &[("s.sh", "1")],
+        );
+        assert_eq!(before.key, same.key);
+        let cases = [
+            (
+                key(
                     Some("q"),
                     &[("inline", "a"), ("env", "x")],
-                    &[("s.sh", "1")]
-                )
+                    &[("s.sh", "1")],
+                ),
+                "parent changed",
             ),
-            "parent changed"
-        );
-        assert_eq!(
-            difference(
-                &before,
-                &key(
+            (
+                key(
                     Some("p"),
                     &[("inline", "a"), ("env", "x")],
-                    &[("s.sh", "2")]
-                )
+                    &[("s.sh", "2")],
+                ),
+                "file changed: s.sh",
             ),
-            "file changed: s.sh"
-        );
-        assert_eq!(
-            difference(
-                &before,
-                &key(
+            (
+                key(
                     Some("p"),
                     &[("inline", "b"), ("env", "x")],
-                    &[("s.sh", "1")]
-                )
+                    &[("s.sh", "1")],
+                ),
+                "settings changed: inline",
             ),
-            "settings changed: inline"
-        );
-        assert_ne!(
-            before.key,
-            key(
-                Some("p"),
-                &[("inline", "b"), ("env", "x")],
-                &[("s.sh", "1")]
-            )
-            .key
-        );
-        assert_eq!(
-            before.key,
-            key(
-                Some("p"),
-                &[("inline", "a"), ("env", "x")],
-                &[("s.sh", "1")]
-            )
-            .key
-        );
+        ];
+        for (now, reason) in cases {
+            assert_ne!(before.key, now.key, "{reason}");
+            assert_eq!(difference(&before, &now).to_string(), reason);
+        }
+    }
+
+    #[test]
+    fn only_typed_paths_are_made_relative() {
+        let dir = Path::new("/tmp/t");
+        let mut absolute = KeyInputs::new("shell", 0, dir);
+        absolute.setting("inline", &["cat /tmp/t/x"]);
+        let mut relative = KeyInputs::new("shell", 0, dir);
+        relative.setting("inline", &["cat x"]);
+        assert_ne!(absolute.key(None).key, relative.key(None).key);
+        let mut moved = KeyInputs::new("file", 0, Path::new("/elsewhere"));
+        moved.path_setting("source", Path::new("/elsewhere/files/motd"));
+        let mut here = KeyInputs::new("file", 0, dir);
+        here.path_setting("source", Path::new("/tmp/t/files/motd"));
+        assert_eq!(moved.key(None).key, here.key(None).key);
     }
 }

@@ -9,7 +9,10 @@
 //! - `last/TEMPLATE.json`: the keys of a template's last build, to say why
 //!   a stage missed;
 //! - `layers/DIFF_ID/tree`: unpacked layers of base images;
-//! - `tests/KEY`: a `[[test]]` passed with this key.
+//! - `tests/KEY`: a `[[test]]` passed with this key;
+//! - `artifacts/KEY-PATH.json`: an artifact a post-processor wrote for an
+//!   image, with its size, sha256 and how its file looked when written, so
+//!   a rebuild that would write the same bytes finds them in place.
 //!
 //! Builds hold a shared lock on the cache; `prune` takes it exclusively,
 //! so nothing a build mounts is removed under it. Entries are written by
@@ -28,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::Artifact;
 use crate::oci::{Descriptor, History};
 use crate::reference::Digest;
 use crate::store::Store;
@@ -38,8 +42,9 @@ pub use key::StageKey;
 pub struct CachedLayer {
     pub descriptor: Descriptor,
     pub diff_id: Digest,
-    /// The folder under `trees/`.
-    pub tree: String,
+    /// The folder under `trees/`; `None` when the stage's root is a host
+    /// folder (a `directory` source), which is its own tree.
+    pub tree: Option<String>,
     /// Census of the tree when it was cached: entries and bytes of files.
     pub entries: u64,
     pub bytes: u64,
@@ -48,7 +53,8 @@ pub struct CachedLayer {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub key: StageKey,
-    pub stage: String,
+    /// The stage's number: 0 for the source, N for the Nth provisioner.
+    pub stage: usize,
     pub kind: String,
     /// The image whose build made it.
     pub image: String,
@@ -82,6 +88,9 @@ impl Entry {
             .map_or(0, |layer| layer.bytes + layer.descriptor.size)
     }
 }
+
+/// Readable entries with when each was last used, and unreadable entry files.
+type EntryFiles = (Vec<(Entry, SystemTime)>, Vec<PathBuf>);
 
 /// What a lookup found.
 pub enum Lookup {
@@ -118,12 +127,21 @@ impl Cache {
     /// Opens the cache under `home`, holding its shared lock until dropped.
     pub fn open(home: &Path) -> io::Result<Self> {
         let root = home.join("cache");
-        for dir in ["stages", "trees", "last", "layers", "tests"] {
+        for dir in ["stages", "trees", "last", "layers", "tests", "artifacts"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let lock = File::create(root.join(".lock"))?;
         lock.lock_shared()?;
         Ok(Self { root, _lock: lock })
+    }
+
+    /// Opens the cache only if there is one: `cache ls` on an empty home
+    /// creates nothing.
+    pub fn open_existing(home: &Path) -> io::Result<Option<Self>> {
+        if !home.join("cache/stages").is_dir() {
+            return Ok(None);
+        }
+        Self::open(home).map(Some)
     }
 
     fn entry_path(&self, key: &Digest) -> PathBuf {
@@ -145,8 +163,12 @@ impl Cache {
         write_atomically(&self.root.join("tests"), &self.test_path(key), &bytes)
     }
 
-    pub fn tree_path(&self, layer: &CachedLayer) -> PathBuf {
-        self.root.join("trees").join(&layer.tree)
+    /// The cached tree of a layer, unless the stage's root was a host folder.
+    pub fn tree_path(&self, layer: &CachedLayer) -> Option<PathBuf> {
+        layer
+            .tree
+            .as_ref()
+            .map(|tree| self.root.join("trees").join(tree))
     }
 
     /// The unpacked layers of base images live here.
@@ -171,15 +193,19 @@ impl Cache {
             return Lookup::Damaged("its entry does not match its checksum".to_owned());
         }
         if let Some(layer) = &entry.layer {
-            match census(&self.tree_path(layer)) {
-                Ok(found) if found == (layer.entries, layer.bytes) => {}
-                Ok((entries, bytes)) => {
-                    return Lookup::Damaged(format!(
-                        "its tree has {entries} entries and {bytes} bytes, not {} and {}",
-                        layer.entries, layer.bytes
-                    ));
+            if let Some(tree) = self.tree_path(layer) {
+                match census(&tree) {
+                    Ok(found) if found == (layer.entries, layer.bytes) => {}
+                    Ok((entries, bytes)) => {
+                        return Lookup::Damaged(format!(
+                            "its tree has {entries} entries and {bytes} bytes, not {} and {}",
+                            layer.entries, layer.bytes
+                        ));
+                    }
+                    Err(error) => {
+                        return Lookup::Damaged(format!("its tree cannot be read: {error}"));
+                    }
                 }
-                Err(error) => return Lookup::Damaged(format!("its tree cannot be read: {error}")),
             }
             let verified = store
                 .open_blob(&layer.descriptor.digest, Some(layer.descriptor.size))
@@ -207,7 +233,7 @@ impl Cache {
             let name = format!("{}-{}", &entry.key.key.hex()[..16], unique_suffix());
             let target = self.root.join("trees").join(&name);
             fs::rename(tree, &target)?;
-            layer.tree = name;
+            layer.tree = Some(name);
             layer.entries = entries;
             layer.bytes = bytes;
             moved = Some(target);
@@ -244,16 +270,28 @@ impl Cache {
         )
     }
 
-    /// Every readable entry, with when it was last used.
+    /// Every readable entry, with when it was last used, most recent first.
     pub fn entries(&self) -> io::Result<Vec<(Entry, SystemTime)>> {
+        let (mut entries, _) = self.entry_files()?;
+        entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+        Ok(entries)
+    }
+
+    /// The entries, and the entry files that cannot be read (written by
+    /// another version of kiln, or damaged).
+    fn entry_files(&self) -> io::Result<EntryFiles> {
         let mut entries = Vec::new();
+        let mut unreadable = Vec::new();
         for file in fs::read_dir(self.root.join("stages"))? {
             let path = file?.path();
             if path.extension().is_none_or(|extension| extension != "json") {
                 continue;
             }
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+            let entry = fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            let Some(entry) = entry else {
+                unreadable.push(path);
                 continue;
             };
             let used = fs::metadata(&path)
@@ -261,8 +299,84 @@ impl Cache {
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             entries.push((entry, used));
         }
-        entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
-        Ok(entries)
+        Ok((entries, unreadable))
+    }
+
+    fn artifact_path(&self, key: &Digest, path: &Path) -> PathBuf {
+        let place = Digest::of(path.as_os_str().as_encoded_bytes());
+        self.root.join("artifacts").join(format!(
+            "{}-{}.json",
+            &key.hex()[..32],
+            &place.hex()[..32]
+        ))
+    }
+
+    /// The artifact made for `key` at `path`, if it is still there as it
+    /// was written: same file, untouched since (device, inode, size, ctime),
+    /// or, if touched, still hashing to the recorded sha256.
+    pub fn artifact_in_place(&self, key: &Digest, path: &Path) -> Option<Artifact> {
+        let bytes = fs::read(self.artifact_path(key, path)).ok()?;
+        let record: ArtifactRecord = serde_json::from_slice(&bytes).ok()?;
+        if record.key != *key || record.artifact.path != path {
+            return None;
+        }
+        let metadata = fs::metadata(path).ok()?;
+        if !metadata.is_file() || metadata.len() != record.artifact.size {
+            return None;
+        }
+        if FileStamp::of(&metadata) != record.stamp {
+            let (sha256, _) = crate::hashing::digest_file(path).ok()?;
+            if sha256 != record.artifact.sha256 {
+                return None;
+            }
+            let _ = self.record_artifact(key, &record.artifact);
+        }
+        Some(record.artifact)
+    }
+
+    /// Records an artifact just written for `key`.
+    pub fn record_artifact(&self, key: &Digest, artifact: &Artifact) -> io::Result<()> {
+        let metadata = fs::metadata(&artifact.path)?;
+        let record = ArtifactRecord {
+            key: key.clone(),
+            artifact: artifact.clone(),
+            stamp: FileStamp::of(&metadata),
+        };
+        write_atomically(
+            &self.root.join("artifacts"),
+            &self.artifact_path(key, &artifact.path),
+            &serde_json::to_vec(&record).expect("records serialize"),
+        )
+    }
+}
+
+/// An artifact written for an image, and how its file looked then.
+#[derive(Serialize, Deserialize)]
+struct ArtifactRecord {
+    key: Digest,
+    artifact: Artifact,
+    stamp: FileStamp,
+}
+
+/// What changes whenever a file is written or replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    ctime: i64,
+    ctime_nanos: i64,
+}
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            ctime: metadata.ctime(),
+            ctime_nanos: metadata.ctime_nsec(),
+        }
     }
 }
 
@@ -311,9 +425,14 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
         root: root.clone(),
         _lock: lock,
     };
-    let mut entries = cache.entries()?;
-    let now = SystemTime::now();
     let mut pruned = Pruned::default();
+    let (mut entries, unreadable) = cache.entry_files()?;
+    entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+    for path in unreadable {
+        fs::remove_file(path)?;
+        pruned.entries += 1;
+    }
+    let now = SystemTime::now();
     let mut kept_bytes: u64 = entries.iter().map(|(entry, _)| entry.size()).sum();
     // Oldest first, so a byte budget keeps the most recently used.
     entries.reverse();
@@ -329,8 +448,8 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
             kept_bytes -= entry.size();
             pruned.entries += 1;
             pruned.bytes += entry.size();
-        } else if let Some(layer) = &entry.layer {
-            keep.insert(layer.tree.clone());
+        } else if let Some(tree) = entry.layer.as_ref().and_then(|layer| layer.tree.clone()) {
+            keep.insert(tree);
         }
     }
     for dir in fs::read_dir(root.join("trees"))? {
@@ -344,8 +463,11 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
             fs::remove_dir_all(dir?.path())?;
         }
     }
-    fs::create_dir_all(root.join("tests"))?;
-    for file in fs::read_dir(root.join("tests"))? {
+    for dir in ["tests", "artifacts"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    let records = fs::read_dir(root.join("tests"))?.chain(fs::read_dir(root.join("artifacts"))?);
+    for file in records {
         let file = file?;
         let stale = match policy {
             PrunePolicy::All => true,
@@ -359,7 +481,7 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
             fs::remove_file(file.path())?;
         }
     }
-    for dir in ["stages", "last"] {
+    for dir in ["stages", "last", "tests", "artifacts"] {
         for file in fs::read_dir(root.join(dir))? {
             let file = file?;
             if file.file_name().to_string_lossy().starts_with(".partial-") {

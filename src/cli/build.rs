@@ -1,14 +1,15 @@
-//! `kiln build`: loads every template first (any error stops everything),
-//! then builds them, `--jobs` at a time, into the store.
+//! `kiln build`: loads and plans every template first (any error stops
+//! everything before a stage runs), then runs the plans, `--jobs` at a
+//! time; or with `--plan`, prints them and runs nothing.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use kiln::pipeline::reporter::Reporter;
 use kiln::pipeline::{self, BuildError, BuildOptions, Built, OnError};
-use kiln::template::{self, Template, variables::VarInputs};
+use kiln::plan::{self, BuildPlan, PlanOptions};
+use kiln::template::{self, variables::VarInputs};
 
 use super::{Exit, diagnostics, reporters};
 
@@ -22,6 +23,8 @@ pub struct BuildArgs {
     pub no_cache: bool,
     pub remote: kiln::remote::RemoteOptions,
     pub output: Option<PathBuf>,
+    /// Print the plans; run nothing.
+    pub plan_only: bool,
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -38,13 +41,29 @@ pub fn source_date_epoch() -> Result<u64, String> {
 pub fn cancel_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            Exit::Interrupted as i32,
+            flag.clone(),
+        );
         let _ = signal_hook::flag::register(signal, flag.clone());
     }
     flag
 }
 
-pub fn run(args: BuildArgs) -> Exit {
+/// The exit code of a failed build, by the contract.
+pub fn exit_of(error: &BuildError) -> Exit {
+    if matches!(error, BuildError::Cancelled) {
+        Exit::Interrupted
+    } else if error.is_version_conflict() {
+        Exit::VersionConflict
+    } else {
+        Exit::Failure
+    }
+}
+
+/// Loads and plans every template; prints what is wrong with each.
+fn plans(args: &BuildArgs, epoch: u64) -> Result<Vec<BuildPlan>, Exit> {
     let mut templates = Vec::new();
     for path in &args.templates {
         match template::load(path, &args.inputs) {
@@ -53,8 +72,38 @@ pub fn run(args: BuildArgs) -> Exit {
         }
     }
     if templates.len() != args.templates.len() {
-        return Exit::Usage;
+        return Err(Exit::Usage);
     }
+    let home = kiln::kiln_home();
+    let options = PlanOptions {
+        home: &home,
+        epoch,
+        output: args.output.as_deref(),
+        publish: !args.no_publish,
+    };
+    let mut plans = Vec::new();
+    let mut exit = Exit::Success;
+    for template in templates {
+        let name = format!("{}:{}", template.image.name, template.image.version);
+        let redactor = template.redactor();
+        match plan::plan(template, &options) {
+            Ok(plan) => plans.push(plan),
+            Err(error) => {
+                eprintln!(
+                    "error: failed to plan {name}: {}",
+                    redactor.redact(&diagnostics::error_chain(&error))
+                );
+                exit = Exit::Failure;
+            }
+        }
+    }
+    match exit {
+        Exit::Success => Ok(plans),
+        exit => Err(exit),
+    }
+}
+
+pub fn run(args: BuildArgs) -> Exit {
     let epoch = match source_date_epoch() {
         Ok(epoch) => epoch,
         Err(message) => {
@@ -62,28 +111,45 @@ pub fn run(args: BuildArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let plans = match plans(&args, epoch) {
+        Ok(plans) => plans,
+        Err(exit) => return exit,
+    };
+    if args.plan_only {
+        for plan in &plans {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&plan::plan_json(plan)).expect("JSON values serialize")
+                );
+            } else {
+                print!("{}", plan::plan_text(plan));
+            }
+        }
+        return Exit::Success;
+    }
     let options = BuildOptions {
         home: kiln::kiln_home(),
-        epoch,
         on_error: args.on_error,
         no_cache: args.no_cache,
+        remote: args.remote.clone(),
     };
     let cancelled = cancel_flag();
     let reporter = reporters::choose(args.json);
-    let jobs = args.jobs.unwrap_or(1).clamp(1, templates.len().max(1));
-    let queue: Mutex<VecDeque<(usize, &Template)>> =
-        Mutex::new(templates.iter().enumerate().collect());
+    let jobs = args.jobs.unwrap_or(1).clamp(1, plans.len().max(1));
+    let queue: Mutex<VecDeque<(usize, &BuildPlan)>> =
+        Mutex::new(plans.iter().enumerate().collect());
     let results: Mutex<Vec<(usize, Result<Built, BuildError>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
                 loop {
-                    let Some((index, template)) =
+                    let Some((index, plan)) =
                         queue.lock().expect("no build thread panics").pop_front()
                     else {
                         return;
                     };
-                    let result = pipeline::build(template, &options, reporter.as_ref(), &cancelled);
+                    let result = pipeline::build(plan, &options, reporter.as_ref(), &cancelled);
                     results
                         .lock()
                         .expect("no build thread panics")
@@ -96,166 +162,20 @@ pub fn run(args: BuildArgs) -> Exit {
     results.sort_by_key(|(index, _)| *index);
     let mut exit = Exit::Success;
     for (index, result) in results {
-        let template = &templates[index];
-        match result {
-            Ok(built) => {
-                if !args.no_publish
-                    && let Err(error) = publish(template, &args.remote, reporter.as_ref())
-                {
-                    eprintln!(
-                        "error: failed to publish {}:{}: {}",
-                        template.image.name,
-                        template.image.version,
-                        diagnostics::error_chain(&error)
-                    );
-                    exit = match (exit, error.is_conflict()) {
-                        (Exit::Success | Exit::VersionConflict, true) => Exit::VersionConflict,
-                        _ => Exit::Failure,
-                    };
-                }
-                if let Err(error) = post_process(
-                    template,
-                    &built,
-                    &options,
-                    args.output.as_deref(),
-                    reporter.as_ref(),
-                ) {
-                    eprintln!(
-                        "error: failed to post-process {}:{} (the image stays in the store): {error}",
-                        template.image.name, template.image.version
-                    );
-                    exit = Exit::Failure;
-                }
-            }
-            Err(error) => {
-                print_build_error(template, &error);
-                exit = match (exit, error.is_version_conflict()) {
-                    (Exit::Success | Exit::VersionConflict, true) => Exit::VersionConflict,
-                    _ => Exit::Failure,
-                };
-            }
+        if let Err(error) = result {
+            print_build_error(&plans[index], &error);
+            exit = exit.worst(exit_of(&error));
         }
     }
     exit
 }
 
-/// Runs the template's post-processors into `output`, or
-/// `output/NAME-VERSION` beside the template.
-fn post_process(
-    template: &Template,
-    built: &Built,
-    options: &BuildOptions,
-    output: Option<&std::path::Path>,
-    reporter: &dyn Reporter,
-) -> Result<(), String> {
-    use kiln::post_processors::run::{PostContext, PostInputs, run_all};
-    use kiln::reference::{StoreRef, StoreTarget};
-
-    if template.post_processors.is_empty() {
-        return Ok(());
-    }
-    let image = &template.image;
-    let output = match output {
-        Some(output) => output.to_owned(),
-        None => template
-            .path
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("output")
-            .join(format!(
-                "{}-{}",
-                image.name.as_str().replace('/', "_"),
-                image.version
-            )),
-    };
-    let store = kiln::store::Store::open(&options.home.join("store"))
-        .map_err(|error| diagnostics::error_chain(&error))?;
-    let entry = store
-        .resolve(&StoreRef {
-            name: image.name.clone(),
-            target: StoreTarget::Version(image.version.clone()),
-        })
-        .map_err(|error| diagnostics::error_chain(&error))?;
-    let mut cx = PostContext::new(PostInputs {
-        template,
-        built,
-        store: &store,
-        entry: &entry,
-        home: &options.home,
-        output,
-        epoch: options.epoch,
-        reporter,
-    });
-    run_all(&mut cx, &template.post_processors).map_err(|error| error.to_string())
-}
-
-/// Moves the template's channels to the new version, then pushes the
-/// version, and each channel as a movable tag, to every remote.
-fn publish(
-    template: &Template,
-    options: &kiln::remote::RemoteOptions,
-    reporter: &dyn Reporter,
-) -> Result<(), kiln::remote::RemoteError> {
-    use kiln::reference::{StoreRef, StoreTarget};
-    use kiln::remote::push::{PushTarget, push};
-    use kiln::remote::{Registry, RemoteError, block_on};
-
-    let publish = &template.publish;
-    if publish.channels.is_empty() && publish.remote.is_empty() {
-        return Ok(());
-    }
-    let image = &template.image;
-    let store = kiln::store::Store::open(&options.home.join("store"))?;
-    for channel in &publish.channels {
-        store
-            .set_channel(&image.name, channel, &image.version, "publish")
-            .map_err(|error| RemoteError::Invalid(diagnostics::error_chain(&error)))?;
-        // On stderr: stdout may be a stream of JSON events.
-        eprintln!(
-            "{}: channel {channel} moved to {}",
-            image.name, image.version
-        );
-    }
-    let entry = store.resolve(&StoreRef {
-        name: image.name.clone(),
-        target: StoreTarget::Version(image.version.clone()),
-    })?;
-    for remote in &publish.remote {
-        let registry = Registry::new(&remote.host, options)?;
-        let repository = remote.repository.as_str();
-        let target = |tag, movable| PushTarget {
-            registry: &registry,
-            repository,
-            tag,
-            movable,
-        };
-        block_on(push(
-            &store,
-            &options.home,
-            &entry,
-            target(image.version.as_str(), false),
-            reporter,
-        ))?;
-        for channel in &publish.channels {
-            block_on(push(
-                &store,
-                &options.home,
-                &entry,
-                target(channel.as_str(), true),
-                reporter,
-            ))?;
-        }
-    }
-    Ok(())
-}
-
-fn print_build_error(template: &Template, error: &BuildError) {
-    let redactor = template.redactor();
+fn print_build_error(plan: &BuildPlan, error: &BuildError) {
+    let redactor = plan.template.redactor();
     let chain = diagnostics::error_chain(error);
     eprintln!(
-        "error: failed to build {}:{}: {}",
-        template.image.name,
-        template.image.version,
+        "error: failed to build {}: {}",
+        plan.reference,
         redactor.redact(&chain)
     );
     let output = error.output();

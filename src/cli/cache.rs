@@ -8,7 +8,9 @@ pub fn run(command: CacheCommand) -> Exit {
     let home = kiln::kiln_home();
     match command {
         CacheCommand::Ls => {
-            let entries = Cache::open(&home).and_then(|cache| cache.entries());
+            // An empty home has no cache; listing it creates none.
+            let entries = Cache::open_existing(&home)
+                .and_then(|cache| cache.map_or_else(|| Ok(Vec::new()), |cache| cache.entries()));
             let entries = match entries {
                 Ok(entries) => entries,
                 Err(error) => {

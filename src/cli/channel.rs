@@ -19,7 +19,10 @@ pub fn run(command: ChannelCommand) -> Exit {
 }
 
 fn run_inner(command: ChannelCommand) -> Result<Exit, Exit> {
-    let store = Store::open(&kiln::kiln_home().join("store")).map_err(|error| {
+    let (ChannelCommand::Set { name, .. }
+    | ChannelCommand::Rollback { name, .. }
+    | ChannelCommand::History { name, .. }) = &command;
+    let store = Store::open_to_read(&kiln::kiln_home().join("store"), name).map_err(|error| {
         eprintln!("error: {}", error_chain(&error));
         Exit::Failure
     })?;

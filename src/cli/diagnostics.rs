@@ -83,4 +83,4 @@ pub fn print_template_error(error: &TemplateError) {
     }
 }
 
-pub use kiln::pipeline::error_chain;
+pub use kiln::error_chain;

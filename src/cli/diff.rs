@@ -31,7 +31,11 @@ pub fn run(a: &str, b: Option<&str>, json: bool) -> Exit {
         Ok(b) => b,
         Err(exit) => return exit,
     };
-    let loaded = Store::open(&kiln::kiln_home().join("store"))
+    let what = match &b {
+        Some(b) => format!("{a} with {b}"),
+        None => format!("{a} with its parent"),
+    };
+    let loaded = Store::open_to_read(&kiln::kiln_home().join("store"), &a)
         .map_err(kiln::file_index::IndexError::from)
         .and_then(|store| {
             let first = StoredImage::load(&store, &a)?;
@@ -65,7 +69,7 @@ pub fn run(a: &str, b: Option<&str>, json: bool) -> Exit {
             return Exit::Usage;
         }
         Err(error) => {
-            eprintln!("error: failed to diff {a}: {}", error_chain(&error));
+            eprintln!("error: failed to diff {what}: {}", error_chain(&error));
             return Exit::Failure;
         }
     };

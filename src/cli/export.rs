@@ -17,7 +17,7 @@ pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
         }
     };
     let home = kiln::kiln_home();
-    let result = Store::open(&home.join("store"))
+    let result = Store::open_to_read(&home.join("store"), &reference)
         .and_then(|store| Ok((store.resolve(&reference)?, store)))
         .map_err(kiln::export::ExportError::from)
         .and_then(|(entry, store)| match format {
@@ -28,7 +28,7 @@ pub fn run(reference: &str, format: ExportFormat, output: &Path) -> Exit {
                 kiln::export::rootfs(&store, &entry, output, &home.join("tmp"), epoch)
             }
             ExportFormat::Raw | ExportFormat::Qcow2 => {
-                use kiln::post_processors::disk::DiskFormat;
+                use kiln::disk::DiskFormat;
                 let epoch = super::build::source_date_epoch().unwrap_or(0);
                 let disk_format = if matches!(format, ExportFormat::Raw) {
                     DiskFormat::Raw

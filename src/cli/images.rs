@@ -1,5 +1,6 @@
 //! `kiln images [NAME]`: the stored images with their digests, sizes,
-//! creation times and parents.
+//! creation times (the reproducible epoch the image records), when each was
+//! stored, parents and channels.
 
 use kiln::oci;
 use kiln::reference::RemoteRef;
@@ -61,31 +62,40 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
     {
         return run_remote(name, options);
     }
-    let store = match Store::open(&kiln::kiln_home().join("store")) {
+    // An empty home has no store; listing it creates none.
+    let store = match Store::open_existing(&kiln::kiln_home().join("store")) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: {}", super::diagnostics::error_chain(&error));
             return Exit::Failure;
         }
     };
-    let entries = match store.list() {
-        Ok(entries) => entries,
+    let entries = match store.as_ref().map(Store::list).transpose() {
+        Ok(entries) => entries.unwrap_or_default(),
         Err(error) => {
             eprintln!("error: {}", super::diagnostics::error_chain(&error));
             return Exit::Failure;
         }
     };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|entry| name.is_none_or(|name| entry.name.as_str() == name))
+        .collect();
+    if let Some(name) = name
+        && entries.is_empty()
+    {
+        eprintln!("error: no image {name} in the store");
+        return Exit::Failure;
+    }
     let mut rows = vec![
         [
-            "NAME", "VERSION", "DIGEST", "SIZE", "CREATED", "PARENT", "CHANNELS",
+            "NAME", "VERSION", "DIGEST", "SIZE", "CREATED", "STORED", "PARENT", "CHANNELS",
         ]
         .map(str::to_owned),
     ];
     let mut exit = Exit::Success;
-    for entry in entries
-        .iter()
-        .filter(|entry| name.is_none_or(|name| entry.name.as_str() == name))
-    {
+    for entry in &entries {
+        let Some(store) = &store else { break };
         let manifest = match store.manifest(entry) {
             Ok(manifest) => manifest,
             Err(error) => {
@@ -127,6 +137,7 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
             entry.manifest.digest.to_string(),
             human_bytes(size),
             annotation(oci::ANNOTATION_CREATED),
+            entry.stored.clone().unwrap_or_else(|| "-".to_owned()),
             parent,
             if channels.is_empty() {
                 "-".to_owned()

@@ -1,11 +1,12 @@
 //! `kiln inspect`: the template as kiln will run it, with every variable
-//! resolved and sensitive values shown as `<sensitive>`.
+//! resolved and sensitive values shown as `<sensitive>`, then its plan:
+//! the same one `kiln build --plan` prints and `kiln build` runs.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Exit, diagnostics};
-use kiln::provisioners::Provisioner;
+use super::{Exit, diagnostics, diagnostics::error_chain};
+use kiln::plan::{self, PlanOptions};
 use kiln::template::variables::VarValue;
 use kiln::template::{self, Template, variables::VarInputs};
 
@@ -17,25 +18,56 @@ pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
             return Exit::Usage;
         }
     };
-    let keys = stage_keys(&template);
+    let planned = match super::build::source_date_epoch() {
+        Ok(epoch) => {
+            let home = kiln::kiln_home();
+            let options = PlanOptions {
+                home: &home,
+                epoch,
+                output: None,
+                publish: true,
+            };
+            plan::plan(template.clone(), &options).map_err(|error| error_chain(&error))
+        }
+        Err(message) => Err(message),
+    };
     if json {
         let mut json = template.to_redacted_json();
-        if let (serde_json::Value::Object(map), Ok(keys)) = (&mut json, &keys) {
-            let keys = keys
-                .iter()
-                .map(|key| serde_json::Value::String(key.key.to_string()))
-                .collect();
-            map.insert("stage_keys".to_owned(), serde_json::Value::Array(keys));
+        if let serde_json::Value::Object(map) = &mut json {
+            match &planned {
+                Ok(plan) => {
+                    let keys = plan
+                        .stages
+                        .iter()
+                        .map(|stage| serde_json::Value::String(stage.key.key.to_string()))
+                        .collect();
+                    map.insert("stage_keys".to_owned(), serde_json::Value::Array(keys));
+                    map.insert("plan".to_owned(), plan::plan_json(plan));
+                }
+                Err(reason) => {
+                    map.insert(
+                        "plan_error".to_owned(),
+                        serde_json::Value::String(template.redactor().redact(reason).into_owned()),
+                    );
+                }
+            }
         }
         println!(
             "{}",
             serde_json::to_string_pretty(&json).expect("JSON values always serialize")
         );
     } else {
-        print!(
-            "{}",
-            template.redactor().redact(&describe(&template, &keys))
-        );
+        let mut text = describe(&template);
+        match &planned {
+            Ok(plan) => {
+                text.push('\n');
+                text.push_str(&plan::plan_text(plan));
+            }
+            Err(reason) => {
+                text.push_str(&format!("\nno plan: {reason}\n"));
+            }
+        }
+        print!("{}", template.redactor().redact(&text));
     }
     Exit::Success
 }
@@ -48,40 +80,8 @@ fn quoted(value: &VarValue) -> String {
     }
 }
 
-/// The plain-text view; the caller redacts it as a whole.
-/// The stage keys a build would use now; an `image` base is looked up in
-/// the store, if it is there.
-fn stage_keys(template: &Template) -> Result<Vec<kiln::cache::StageKey>, String> {
-    let epoch = super::build::source_date_epoch()?;
-    let base = match &template.source {
-        kiln::sources::Source::Image(image) => match &image.reference {
-            kiln::reference::ImageRef::Store(reference) => {
-                let store = kiln::kiln_home().join("store");
-                let found = store
-                    .join("index.json")
-                    .exists()
-                    .then(|| {
-                        kiln::store::Store::open(&store)
-                            .and_then(|store| store.resolve(reference))
-                            .ok()
-                    })
-                    .flatten();
-                match found {
-                    Some(entry) => Some(entry.manifest.digest),
-                    None => return Err(format!("the base image {reference} is not in the store")),
-                }
-            }
-            kiln::reference::ImageRef::Remote(reference) => {
-                return Err(format!("the base image {reference} is on a registry"));
-            }
-        },
-        _ => None,
-    };
-    kiln::cache::key::stage_keys(template, epoch, base.as_ref())
-        .map_err(|error| super::diagnostics::error_chain(&error))
-}
-
-fn describe(template: &Template, keys: &Result<Vec<kiln::cache::StageKey>, String>) -> String {
+/// The template's image and variables as text; the caller redacts it.
+fn describe(template: &Template) -> String {
     let mut out = String::new();
     let image = &template.image;
     let _ = writeln!(out, "template   {}", template.path.display());
@@ -130,68 +130,6 @@ fn describe(template: &Template, keys: &Result<Vec<kiln::cache::StageKey>, Strin
                 let _ = write!(out, "  {description}");
             }
             out.push('\n');
-        }
-    }
-    let _ = writeln!(out, "\nstages");
-    let key_of = |stage: usize| match keys {
-        Ok(keys) => format!("       key {}", keys[stage].key),
-        Err(reason) => format!("       key unknown: {reason}"),
-    };
-    let _ = writeln!(
-        out,
-        "  0  source {:<12} {}",
-        template.source.kind(),
-        template.source.summary()
-    );
-    let _ = writeln!(out, "{}", key_of(0));
-    for (index, provisioner) in template.provisioners.iter().enumerate() {
-        let cache = if provisioner.cache() {
-            ""
-        } else {
-            "  (cache = false)"
-        };
-        let _ = writeln!(
-            out,
-            "  {:<2} {:<19} {}{cache}",
-            index + 1,
-            provisioner.kind(),
-            provisioner.summary()
-        );
-        if let Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) = provisioner
-            && let kiln::provisioners::shell::ShellBody::Inline(commands) = &spec.body
-            && commands.len() > 1
-        {
-            for command in commands {
-                let _ = writeln!(out, "       $ {command}");
-            }
-        }
-        let _ = writeln!(out, "{}", key_of(index + 1));
-    }
-    if !template.tests.is_empty() {
-        let _ = writeln!(out, "\ntests");
-        for test in &template.tests {
-            let _ = writeln!(out, "  {}", test.name);
-        }
-    }
-    if !template.post_processors.is_empty() {
-        let _ = writeln!(out, "\npost-processors");
-        for post_processor in &template.post_processors {
-            let _ = writeln!(
-                out,
-                "  {:<12} {}",
-                post_processor.kind(),
-                post_processor.summary()
-            );
-        }
-    }
-    let publish = &template.publish;
-    if !publish.channels.is_empty() || !publish.remote.is_empty() {
-        let _ = writeln!(out, "\npublish");
-        for channel in &publish.channels {
-            let _ = writeln!(out, "  channel    {channel}");
-        }
-        for remote in &publish.remote {
-            let _ = writeln!(out, "  remote     {remote}:{}", image.version);
         }
     }
     out

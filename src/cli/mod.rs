@@ -27,13 +27,33 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use kiln::template::variables::VarInputs;
 
-/// The exit codes of the contract.
+/// The exit codes of the contract, and 130 for a build stopped by SIGINT
+/// or SIGTERM, as shells expect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     Success = 0,
     Failure = 1,
     Usage = 2,
     VersionConflict = 3,
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// Of two outcomes (of builds run together), the one to exit with: an
+    /// interrupt, then a failure, then a version conflict, then success.
+    pub fn worst(self, other: Exit) -> Exit {
+        let rank = |exit: Exit| match exit {
+            Exit::Success => 0,
+            Exit::VersionConflict => 1,
+            Exit::Usage | Exit::Failure => 2,
+            Exit::Interrupted => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -118,6 +138,7 @@ pub enum ExportFormat {
 pub enum Command {
     /// Build images from templates and store them
     Build {
+        /// Template files (TOML)
         #[arg(required = true, value_name = "TEMPLATE")]
         templates: Vec<PathBuf>,
         #[command(flatten)]
@@ -137,24 +158,30 @@ pub enum Command {
         /// Build this many templates at once
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
-        /// One JSON event per line on stdout
+        /// One JSON event per line on stdout (with --plan: one plan per line)
         #[arg(long)]
         json: bool,
+        /// Print each template's plan (stages, keys, tests, artifacts, targets) and run nothing
+        #[arg(long)]
+        plan: bool,
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
     /// Check templates without building
     Validate {
+        /// Template files (TOML)
         #[arg(required = true, value_name = "TEMPLATE")]
         templates: Vec<PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },
-    /// Show a template after variables and references are resolved
+    /// Show a template after variables and references are resolved, and its plan
     Inspect {
+        /// A template file (TOML)
         template: PathBuf,
         #[command(flatten)]
         vars: VarArgs,
+        /// Print one JSON document on stdout
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +190,7 @@ pub enum Command {
         /// Change nothing; exit 1 and name the files that would change
         #[arg(long)]
         check: bool,
+        /// Template files (TOML)
         #[arg(required = true, value_name = "TEMPLATE")]
         templates: Vec<PathBuf>,
     },
@@ -175,17 +203,22 @@ pub enum Command {
     },
     /// Write a stored image in another form
     Export {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
         #[arg(value_name = "REF")]
         reference: String,
+        /// What to write
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// Where to write it (it must not exist)
         #[arg(short, long = "output", value_name = "PATH")]
         output: PathBuf,
     },
     /// Push a stored image to a registry
     Push {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
         #[arg(value_name = "REF")]
         reference: String,
+        /// HOST[:PORT]/REPOSITORY[:TAG]; the tag defaults to the image's version
         remote: String,
         /// One JSON event per line on stdout
         #[arg(long)]
@@ -195,6 +228,7 @@ pub enum Command {
     },
     /// Pull an image from a registry into the store
     Pull {
+        /// HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@sha256:…
         #[arg(value_name = "REMOTE_REF")]
         reference: String,
         /// Store it under this NAME:VERSION
@@ -211,6 +245,7 @@ pub enum Command {
     Channel(ChannelCommand),
     /// Store credentials for a registry
     Login {
+        /// HOST[:PORT] of the registry
         registry: String,
         /// The user name (else KILN_REGISTRY_USER, else asked)
         #[arg(long, short)]
@@ -256,22 +291,38 @@ pub enum Command {
         json: bool,
     },
     /// Print a shell completion script
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
     /// Point a channel at a version
     Set {
+        /// The image name
         name: String,
+        /// The channel (stable, dev, …)
         channel: String,
+        /// A stored version of the image
         #[arg(value_name = "VERSION")]
         to_version: String,
     },
     /// Point a channel back at the version it pointed at before
-    Rollback { name: String, channel: String },
+    Rollback {
+        /// The image name
+        name: String,
+        /// The channel (stable, dev, …)
+        channel: String,
+    },
     /// Show the versions a channel pointed at
-    History { name: String, channel: String },
+    History {
+        /// The image name
+        name: String,
+        /// The channel (stable, dev, …)
+        channel: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +381,7 @@ fn run(command: Command) -> Exit {
             no_publish,
             jobs,
             json,
+            plan,
             remote_args,
         } => build::run(build::BuildArgs {
             templates,
@@ -344,6 +396,7 @@ fn run(command: Command) -> Exit {
             no_cache,
             remote: remote_args.options(),
             output,
+            plan_only: plan,
         }),
         Command::Images { name, remote_args } => {
             images::run(name.as_deref(), &remote_args.options())

@@ -60,7 +60,7 @@ pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions, jso
         });
     match result {
         Ok(pulled) => {
-            reporter.report(kiln::pipeline::reporter::Event::ImageStored {
+            reporter.report(kiln::report::Event::ImageStored {
                 build: remote.to_string(),
                 reference: format!("{name}:{version}"),
                 digest: pulled.digest,

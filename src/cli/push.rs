@@ -23,7 +23,7 @@ pub fn run(reference: &str, remote: &str, options: &RemoteOptions, json: bool) -
         }
     };
     let result = (|| {
-        let store = Store::open(&options.home.join("store"))?;
+        let store = Store::open_to_read(&options.home.join("store"), &reference)?;
         let entry = store.resolve(&reference)?;
         let tag = match &remote.target {
             Some(StoreTarget::Version(tag)) => tag.to_string(),

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln::pipeline::reporter::{CacheStatus, Event, Reporter, StageResult};
+use kiln::report::{CacheStatus, Direction, Event, Reporter, StageResult};
 
 pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -130,9 +130,24 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
         Event::BuildFailed { .. }
         | Event::TransferStarted { .. }
         | Event::TransferProgress { .. } => return None,
-        Event::ArtifactWritten { path, size, .. } => {
-            format!("{build}: wrote {path} ({})", human_bytes(*size))
+        Event::ArtifactWritten {
+            path, size, cached, ..
+        } => {
+            if *cached {
+                format!(
+                    "{build}: {path} is in place already ({}, same image and settings)",
+                    human_bytes(*size)
+                )
+            } else {
+                format!("{build}: wrote {path} ({})", human_bytes(*size))
+            }
         }
+        Event::PostProcessorOutput { index, line, .. } => {
+            format!("{build} post-processor {} | {line}", index + 1)
+        }
+        Event::ChannelMoved {
+            channel, version, ..
+        } => format!("{build}: channel {channel} moved to {version}"),
         Event::TransferFinished {
             digest,
             size,
@@ -179,19 +194,21 @@ fn remember_total(totals: &Mutex<HashMap<String, usize>>, event: &Event) -> Hash
     totals.clone()
 }
 
-/// Bars on a terminal, lines elsewhere, or JSON.
+/// JSON events on stdout; else progress on stderr: bars when stderr is a
+/// terminal (indicatif draws them there), plain lines when it is not, so
+/// `kiln build … 2>build.log` logs every line.
 pub fn choose(json: bool) -> Box<dyn Reporter> {
     use std::io::IsTerminal;
     if json {
         Box::new(Json)
-    } else if std::io::stdout().is_terminal() {
+    } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
         Box::new(Plain::default())
     }
 }
 
-/// Timestamped lines on stdout, for logs and pipes.
+/// Timestamped lines on stderr, for logs and pipes.
 #[derive(Default)]
 pub struct Plain {
     totals: Mutex<HashMap<String, usize>>,
@@ -201,7 +218,7 @@ impl Reporter for Plain {
     fn report(&self, event: Event) {
         let totals = remember_total(&self.totals, &event);
         if let Some(text) = line(&event, &totals) {
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::stderr().lock();
             let _ = writeln!(out, "{} {text}", clock());
         }
     }
@@ -280,8 +297,8 @@ impl Reporter for Bars {
                 ..
             } => {
                 let verb = match direction {
-                    kiln::pipeline::reporter::Direction::Push => "sending",
-                    kiln::pipeline::reporter::Direction::Pull => "fetching",
+                    Direction::Push => "sending",
+                    Direction::Pull => "fetching",
                 };
                 bar.set_message(format!("{verb} {} ({})", short(digest), human_bytes(*size)));
             }

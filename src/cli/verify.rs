@@ -30,10 +30,13 @@ pub fn run(reference: &str, root: Option<&Path>, ignore: &[String], json: bool) 
             }
         }
     }
-    let store = match Store::open(&kiln::kiln_home().join("store")) {
+    let store = match Store::open_to_read(&kiln::kiln_home().join("store"), &reference) {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("error: failed to open the store: {}", error_chain(&error));
+            eprintln!(
+                "error: failed to verify {reference}: {}",
+                error_chain(&error)
+            );
             return Exit::Failure;
         }
     };
@@ -143,6 +146,7 @@ fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, jso
                 "added": drift.added,
                 "removed": drift.removed,
                 "changed": drift.changed,
+                "unreadable": drift.unreadable,
                 "checked": drift.checked,
                 "hashed": drift.hashed,
                 "hashed_bytes": drift.hashed_bytes,
@@ -172,6 +176,9 @@ fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, jso
                 .collect();
             println!("changed  {}: {}", changed.path, what.join("; "));
         }
+        for unreadable in &drift.unreadable {
+            println!("unreadable {}: {}", unreadable.path, unreadable.error);
+        }
         let census = format!(
             "{} paths checked, {} files hashed ({}) in {seconds:.1}s",
             drift.checked,
@@ -180,11 +187,12 @@ fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, jso
         );
         if drift.drifted() {
             println!(
-                "{reference}: {} drifted from the image ({} added, {} removed, {} changed); {census}",
+                "{reference}: {} drifted from the image ({} added, {} removed, {} changed, {} unreadable); {census}",
                 root.display(),
                 drift.added.len(),
                 drift.removed.len(),
-                drift.changed.len()
+                drift.changed.len(),
+                drift.unreadable.len()
             );
         } else {
             println!(

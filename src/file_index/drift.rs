@@ -52,12 +52,22 @@ pub struct Changed {
     pub changes: Vec<Change>,
 }
 
+/// A path of the tree that could not be read (a damaged filesystem after
+/// an unclean shutdown says `Bad message`), so it could not be compared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub path: String,
+    pub error: String,
+}
+
 /// The drift of a tree from an image, each list sorted by path.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Drift {
     pub added: Vec<PathKind>,
     pub removed: Vec<PathKind>,
     pub changed: Vec<Changed>,
+    /// Paths that could not be read: neither matching nor known to differ.
+    pub unreadable: Vec<Unreadable>,
     /// Paths of the tree compared with the index.
     pub checked: u64,
     /// Files hashed, and their bytes.
@@ -68,8 +78,12 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// Whether the tree differs from the image, or could not all be read.
     pub fn drifted(&self) -> bool {
-        !(self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty())
+        !(self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.unreadable.is_empty())
     }
 }
 
@@ -123,6 +137,10 @@ fn kind_name(kind: Option<FileKind>) -> String {
     kind.map_or("socket", FileKind::name).to_owned()
 }
 
+/// A hashed file that did not match: its path, the digest the image
+/// gives it, and what the tree holds (or why it could not be read).
+type Mismatch<'a> = (&'a str, String, io::Result<String>);
+
 /// A file to hash: its index path, where it is, and the digest it should have.
 struct Candidate<'a> {
     path: &'a str,
@@ -137,6 +155,7 @@ struct Walk<'a> {
     seen: HashSet<&'a str>,
     changes: BTreeMap<String, Vec<Change>>,
     added: Vec<PathKind>,
+    unreadable: Vec<Unreadable>,
     candidates: Vec<Candidate<'a>>,
     checked: u64,
     skipped: u64,
@@ -161,6 +180,7 @@ pub fn check(root: &Path, index: &FileIndex, options: &DriftOptions) -> io::Resu
         seen: HashSet::new(),
         changes: BTreeMap::new(),
         added: Vec::new(),
+        unreadable: Vec::new(),
         candidates: Vec::new(),
         checked: 0,
         skipped: 0,
@@ -178,9 +198,11 @@ pub fn check(root: &Path, index: &FileIndex, options: &DriftOptions) -> io::Resu
         })
         .collect();
     walk.added.sort_by(|a, b| a.path.cmp(&b.path));
+    walk.unreadable.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Drift {
         added: walk.added,
         removed,
+        unreadable: walk.unreadable,
         changed: walk
             .changes
             .into_iter()
@@ -221,14 +243,40 @@ impl<'a> Walk<'a> {
             .push(Change { what, image, root });
     }
 
+    /// Notes a path that could not be read; what the index has below it
+    /// is not reported removed.
+    fn unreadable(&mut self, path: &str, error: &io::Error) {
+        if let Some((&key, _)) = self.index.get_key_value(path) {
+            self.seen.insert(key);
+        }
+        self.mark_seen_below(path);
+        self.unreadable.push(Unreadable {
+            path: path.to_owned(),
+            error: error.to_string(),
+        });
+    }
+
+    /// Walks a folder of the tree. Only an unreadable root is an error:
+    /// below it, what cannot be read is reported by path, and the walk goes on.
     fn directory(&mut self, dir: &Path, relative: &str, device: u64) -> io::Result<()> {
-        let context =
-            |error: io::Error| io::Error::new(error.kind(), format!("{}: {error}", dir.display()));
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(context)?
-            .map(|entry| entry.map(|entry| entry.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(context)?;
+        let listed = fs::read_dir(dir).and_then(|entries| {
+            entries
+                .map(|entry| entry.map(|entry| entry.file_name()))
+                .collect::<io::Result<Vec<_>>>()
+        });
+        let mut names = match listed {
+            Ok(names) => names,
+            Err(error) if relative.is_empty() => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("{}: {error}", dir.display()),
+                ));
+            }
+            Err(error) => {
+                self.unreadable(relative, &error);
+                return Ok(());
+            }
+        };
         names.sort();
         for name in names {
             let path = format!("{relative}/{}", name.to_string_lossy());
@@ -241,7 +289,10 @@ impl<'a> Walk<'a> {
                 Ok(metadata) => metadata,
                 // Gone between listing and looking: a live machine.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(context(error)),
+                Err(error) => {
+                    self.unreadable(&path, &error);
+                    continue;
+                }
             };
             self.checked += 1;
             let kind = kind_of(metadata.file_type());
@@ -258,7 +309,7 @@ impl<'a> Walk<'a> {
                 Some((key, entry)) => {
                     self.seen.insert(key);
                     if !runtime_mount {
-                        self.compare(key, entry, kind, &metadata, &on_disk)?;
+                        self.compare(key, entry, kind, &metadata, &on_disk);
                     } else if entry.kind != FileKind::Dir {
                         self.change(key, "type", entry.kind.name().to_owned(), kind_name(kind));
                     }
@@ -299,10 +350,10 @@ impl<'a> Walk<'a> {
         kind: Option<FileKind>,
         metadata: &fs::Metadata,
         on_disk: &Path,
-    ) -> io::Result<()> {
+    ) {
         if kind != Some(entry.kind) {
             self.change(path, "type", entry.kind.name().to_owned(), kind_name(kind));
-            return Ok(());
+            return;
         }
         let mode = metadata.mode() & 0o7777;
         if entry.kind != FileKind::Symlink && mode != entry.mode {
@@ -322,13 +373,16 @@ impl<'a> Walk<'a> {
             );
         }
         match entry.kind {
-            FileKind::Symlink => {
-                let target = fs::read_link(on_disk)?.to_string_lossy().into_owned();
-                let expected = entry.target.clone().unwrap_or_default();
-                if target != expected {
-                    self.change(path, "target", expected, target);
+            FileKind::Symlink => match fs::read_link(on_disk) {
+                Ok(target) => {
+                    let target = target.to_string_lossy().into_owned();
+                    let expected = entry.target.clone().unwrap_or_default();
+                    if target != expected {
+                        self.change(path, "target", expected, target);
+                    }
                 }
-            }
+                Err(error) => self.unreadable(path, &error),
+            },
             FileKind::File => {
                 if metadata.len() != entry.size {
                     self.change(
@@ -361,7 +415,6 @@ impl<'a> Walk<'a> {
             }
             _ => {}
         }
-        Ok(())
     }
 
     /// Hashes every candidate on `options.threads` threads, largest first,
@@ -370,7 +423,7 @@ impl<'a> Walk<'a> {
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.size));
         let next = AtomicUsize::new(0);
-        let mismatches: Mutex<Vec<(&str, String, String)>> = Mutex::new(Vec::new());
+        let mismatches: Mutex<Vec<Mismatch<'_>>> = Mutex::new(Vec::new());
         let threads = self.options.threads.clamp(1, candidates.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -382,8 +435,8 @@ impl<'a> Walk<'a> {
                         };
                         let actual = match hash_file(&candidate.on_disk) {
                             Ok(hex) if hex == candidate.expected => continue,
-                            Ok(hex) => format!("sha256:{hex}"),
-                            Err(error) => format!("unreadable: {error}"),
+                            Ok(hex) => Ok(format!("sha256:{hex}")),
+                            Err(error) => Err(error),
                         };
                         mismatches.lock().expect("no hashing thread panics").push((
                             candidate.path,
@@ -395,7 +448,10 @@ impl<'a> Walk<'a> {
             }
         });
         for (path, image, root) in mismatches.into_inner().expect("no hashing thread panics") {
-            self.change(path, "content", image, root);
+            match root {
+                Ok(root) => self.change(path, "content", image, root),
+                Err(error) => self.unreadable(path, &error),
+            }
         }
         let bytes = candidates.iter().map(|candidate| candidate.size).sum();
         (candidates.len() as u64, bytes)

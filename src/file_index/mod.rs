@@ -253,8 +253,6 @@ pub enum IndexError {
         #[source]
         source: io::Error,
     },
-    #[error("layers of media type {0} are not supported")]
-    MediaType(String),
     #[error("file index {digest} is not a kiln file index: {reason}")]
     Invalid { digest: Digest, reason: String },
 }
@@ -324,18 +322,12 @@ pub fn layer_index(
     {
         return Ok(layer_index.entries);
     }
-    let compression = crate::export::layer_compression(&layer.media_type)
-        .ok_or_else(|| IndexError::MediaType(layer.media_type.clone()))?;
-    let blob = store.open_blob(&layer.digest, Some(layer.size))?;
-    let layer_error = |source| IndexError::Layer {
+    let mut reader = store.open_layer(layer, diff_id)?;
+    let entries = layer::index_tar(&mut reader).map_err(|source| IndexError::Layer {
         digest: layer.digest.clone(),
         source,
-    };
-    let decompressed =
-        crate::sources::tarball::decompress(blob, compression).map_err(layer_error)?;
-    let mut verified = crate::hashing::VerifyingReader::new(decompressed, diff_id.clone(), None);
-    let entries = layer::index_tar(&mut verified).map_err(layer_error)?;
-    io::copy(&mut verified, &mut io::sink()).map_err(layer_error)?;
+    })?;
+    reader.finish()?;
     save_layer_index(store, diff_id, &entries)?;
     Ok(entries)
 }

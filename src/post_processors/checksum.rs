@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+use super::context::PostContext;
+use super::{CHECKSUM_FILE, PostError};
+use crate::artifact::Artifact;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
@@ -14,21 +17,21 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<()> {
     cx.shape::<RawChecksum>(at, true).map(|_| ())
 }
 
-/// Writes `SHA256SUMS` (as `sha256sum -c` reads it) of every artifact so far.
-pub(crate) fn run(cx: &mut super::run::PostContext<'_>) -> Result<(), String> {
+/// Writes `SHA256SUMS` of every artifact so far, named relative to the
+/// output folder.
+pub(crate) fn run(cx: &mut PostContext<'_>) -> Result<Artifact, PostError> {
     use std::io::Write;
 
     let mut text = String::new();
     for artifact in &cx.artifacts {
         let name = artifact
             .path
-            .strip_prefix(&cx.inputs.output)
+            .strip_prefix(cx.output)
             .unwrap_or(&artifact.path);
         text.push_str(&format!("{}  {}\n", artifact.sha256.hex(), name.display()));
     }
-    cx.write_artifact("SHA256SUMS", |mut out| {
+    Ok(cx.write_artifact(CHECKSUM_FILE, |mut out| {
         out.write_all(text.as_bytes())?;
         Ok(out)
-    })?;
-    Ok(())
+    })?)
 }

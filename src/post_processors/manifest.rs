@@ -1,10 +1,15 @@
 //! `manifest`: a JSON record of the build (image, digests, layers, stages,
-//! artifacts), appended across runs like Packer's manifest post-processor.
+//! tests, artifacts), appended across runs like Packer's manifest
+//! post-processor.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::PostContext;
+use super::{MANIFEST_FILE, PostError};
+use crate::artifact::{Artifact, write_atomically};
+use crate::record::{StageRecord, TestRecord};
 use crate::template::check::{Checker, HostPath, optional};
 use crate::template::keypath::KeyPath;
 
@@ -18,15 +23,6 @@ struct RawManifest {
 pub struct ManifestSettings {
     /// `None`: `kiln-manifest.json` in the output folder.
     pub path: Option<PathBuf>,
-}
-
-impl ManifestSettings {
-    pub fn summary(&self) -> String {
-        match &self.path {
-            Some(path) => path.display().to_string(),
-            None => "kiln-manifest.json".to_owned(),
-        }
-    }
 }
 
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<ManifestSettings> {
@@ -45,11 +41,11 @@ pub struct ManifestBuild {
     pub digest: crate::reference::Digest,
     pub parent: Option<String>,
     pub layers: Vec<crate::oci::Descriptor>,
-    pub stages: Vec<crate::pipeline::StageRecord>,
+    pub stages: Vec<StageRecord>,
     /// The image's `[[test]]` results.
     #[serde(default)]
-    pub tests: Vec<crate::pipeline::TestRecord>,
-    pub artifacts: Vec<super::run::Artifact>,
+    pub tests: Vec<TestRecord>,
+    pub artifacts: Vec<Artifact>,
     pub template: PathBuf,
     pub kiln_version: String,
     /// Seconds since the epoch.
@@ -64,57 +60,60 @@ struct ManifestFile {
 /// Appends this build to the manifest file, under a lock, as Packer's
 /// manifest post-processor does.
 pub(crate) fn run(
-    cx: &mut super::run::PostContext<'_>,
+    cx: &mut PostContext<'_>,
     settings: &ManifestSettings,
-) -> Result<(), String> {
+) -> Result<Artifact, PostError> {
     use std::io::Write;
 
     let path = settings
         .path
         .clone()
-        .unwrap_or_else(|| cx.inputs.output.join("kiln-manifest.json"));
-    let dir = path
-        .parent()
-        .map(std::path::Path::to_owned)
-        .unwrap_or_default();
-    std::fs::create_dir_all(&dir)
-        .map_err(|error| format!("cannot make {}: {error}", dir.display()))?;
+        .unwrap_or_else(|| cx.output.join(MANIFEST_FILE));
+    let dir = crate::artifact::folder_of(&path).to_owned();
+    let io_error = |action: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| PostError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
     // The folder is the lock: builds sharing a manifest append in turn,
     // and no lock file is left beside it.
-    let lock = std::fs::File::open(&dir)
-        .map_err(|error| format!("cannot lock {}: {error}", dir.display()))?;
-    lock.lock()
-        .map_err(|error| format!("cannot lock {}: {error}", dir.display()))?;
+    let lock = std::fs::File::open(&dir).map_err(io_error("lock", &dir))?;
+    lock.lock().map_err(io_error("lock", &dir))?;
     let mut file: ManifestFile = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|error| format!("{} is not a kiln manifest: {error}", path.display()))?,
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| PostError::NotAManifest {
+            path: path.clone(),
+            source,
+        })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => ManifestFile::default(),
-        Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        Err(error) => return Err(io_error("read", &path)(error)),
     };
-    let manifest = &cx.inputs.built.manifest;
+    let image = &cx.image;
     file.builds.push(ManifestBuild {
-        name: cx.inputs.entry.name.to_string(),
-        version: cx.inputs.entry.version.to_string(),
-        digest: cx.inputs.built.digest.clone(),
-        parent: manifest
+        name: image.name.to_string(),
+        version: image.version.to_string(),
+        digest: image.digest.clone(),
+        parent: image
+            .manifest
             .annotations
             .get(crate::oci::ANNOTATION_PARENT_DIGEST)
             .cloned(),
-        layers: manifest.layers.clone(),
-        stages: cx.inputs.built.stages.clone(),
-        tests: cx.inputs.built.tests.clone(),
+        layers: image.manifest.layers.clone(),
+        stages: image.stages.to_vec(),
+        tests: image.tests.to_vec(),
         artifacts: cx.artifacts.clone(),
-        template: cx.inputs.template.path.clone(),
+        template: image.template.to_owned(),
         kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
         built_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs()),
     });
     let bytes = serde_json::to_vec_pretty(&file).expect("manifests serialize");
-    let artifact = super::run::write_atomically(&path, |mut out| {
+    Ok(write_atomically(&path, |mut out| {
         out.write_all(&bytes)?;
         Ok(out)
-    })?;
-    cx.add(artifact);
-    Ok(())
+    })?)
 }

@@ -1,31 +1,71 @@
 //! Post-processors: artifacts derived from a stored image, written into the
 //! output folder in template order.
 //!
-//! One file per kind; [`PostProcessor`] is the closed set, dispatched by `match`.
+//! One file per kind; [`PostProcessor`] is the closed set, dispatched by
+//! `match`. Each kind's file holds its check, its settings, and the code
+//! that writes its artifact; what an artifact's cache key is made of is
+//! here, beside the file name each kind writes.
 
 pub mod checksum;
+pub mod context;
 pub mod disk;
 pub mod manifest;
 pub mod rootfs;
-pub mod run;
 pub mod shell_local;
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::{Artifact, ArtifactError};
+use crate::cache::key::KeyInputs;
+use crate::disk::{DiskError, DiskSettings};
 use crate::provisioners::shell::ShellSpec;
+use crate::stage::TaskError;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
+use context::{FlattenError, PostContext};
 
 pub const KINDS: &[&str] = &["disk", "rootfs", "checksum", "manifest", "shell-local"];
+
+/// The file `checksum` writes.
+pub const CHECKSUM_FILE: &str = "SHA256SUMS";
+/// The file `manifest` writes unless it is given a `path`.
+pub const MANIFEST_FILE: &str = "kiln-manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PostProcessor {
-    Disk(disk::DiskSettings),
+    Disk(DiskSettings),
     Rootfs(rootfs::RootfsSettings),
     Checksum,
     Manifest(manifest::ManifestSettings),
     ShellLocal(ShellSpec),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("failed to flatten the image")]
+    Flatten(#[from] FlattenError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error("{} is not a kiln manifest", path.display())]
+    NotAManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl PostProcessor {
@@ -39,14 +79,89 @@ impl PostProcessor {
         }
     }
 
-    pub fn summary(&self) -> String {
+    pub fn summary(&self, dir: &Path) -> String {
         match self {
             PostProcessor::Disk(disk) => disk.summary(),
             PostProcessor::Rootfs(rootfs) => rootfs.summary(),
-            PostProcessor::Checksum => "SHA256SUMS".to_owned(),
-            PostProcessor::Manifest(manifest) => manifest.summary(),
-            PostProcessor::ShellLocal(spec) => spec.summary(),
+            PostProcessor::Checksum => "sha256 of every artifact before it".to_owned(),
+            PostProcessor::Manifest(_) => "a record of the build, appended".to_owned(),
+            PostProcessor::ShellLocal(spec) => spec.summary(dir),
         }
+    }
+
+    /// The file it writes, given the output folder and the artifacts' stem
+    /// (`NAME-VERSION`); `None` for a host command, which writes what it likes.
+    pub fn artifact_path(&self, output: &Path, stem: &str) -> Option<PathBuf> {
+        Some(match self {
+            PostProcessor::Disk(disk) => output.join(format!("{stem}.{}", disk.format.extension())),
+            PostProcessor::Rootfs(rootfs) => {
+                output.join(format!("{stem}.{}", rootfs.compression.extension()))
+            }
+            PostProcessor::Checksum => output.join(CHECKSUM_FILE),
+            PostProcessor::Manifest(manifest) => manifest
+                .path
+                .clone()
+                .unwrap_or_else(|| output.join(MANIFEST_FILE)),
+            PostProcessor::ShellLocal(_) => return None,
+        })
+    }
+
+    /// What its artifact is made from, beside the image: its settings, and
+    /// for `checksum` the artifacts before it. `None` for the kinds that
+    /// run every time: `manifest` appends a record of each build, and a
+    /// host command's effects are its own.
+    pub fn artifact_inputs(&self, inputs: &mut KeyInputs, earlier: &[Artifact]) -> Option<()> {
+        match self {
+            PostProcessor::Disk(disk) => {
+                let DiskSettings {
+                    format,
+                    size,
+                    fs,
+                    label,
+                } = disk;
+                inputs
+                    .setting("format", format)
+                    .setting("size", size)
+                    .setting("fs", fs)
+                    .setting("label", label);
+            }
+            PostProcessor::Rootfs(rootfs::RootfsSettings { compression }) => {
+                inputs.setting("compression", compression);
+            }
+            PostProcessor::Checksum => {
+                let sums: Vec<(String, &str)> = earlier
+                    .iter()
+                    .map(|artifact| {
+                        (
+                            artifact.path.display().to_string(),
+                            artifact.sha256.as_str(),
+                        )
+                    })
+                    .collect();
+                inputs.setting("artifacts", &sums);
+            }
+            PostProcessor::Manifest(_) | PostProcessor::ShellLocal(_) => return None,
+        }
+        Some(())
+    }
+
+    /// Writes its artifact, the `index`th of the template; returns it, or
+    /// `None` for a host command.
+    pub fn run(
+        &self,
+        cx: &mut PostContext<'_>,
+        index: usize,
+    ) -> Result<Option<Artifact>, PostError> {
+        Ok(Some(match self {
+            PostProcessor::Disk(settings) => disk::run(cx, settings)?,
+            PostProcessor::Rootfs(settings) => rootfs::run(cx, settings)?,
+            PostProcessor::Checksum => checksum::run(cx)?,
+            PostProcessor::Manifest(settings) => manifest::run(cx, settings)?,
+            PostProcessor::ShellLocal(spec) => {
+                shell_local::run(cx, spec, index)?;
+                return Ok(None);
+            }
+        }))
     }
 }
 

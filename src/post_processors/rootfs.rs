@@ -2,7 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sources::tarball::Compression;
+use super::PostError;
+use super::context::PostContext;
+use crate::artifact::Artifact;
+use crate::bake::{TreeOptions, compression_threads, gzip::ParallelGzip, tar::write_tree};
+use crate::compression::Compression;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
@@ -19,11 +23,12 @@ pub struct RootfsSettings {
 
 impl RootfsSettings {
     pub fn summary(&self) -> String {
-        match self.compression {
-            Compression::None => "rootfs.tar".to_owned(),
-            Compression::Gzip => "rootfs.tar.gz".to_owned(),
-            Compression::Zstd => "rootfs.tar.zst".to_owned(),
-        }
+        let how = match self.compression {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        };
+        format!("the flattened root as one tar, {how}")
     }
 }
 
@@ -36,23 +41,17 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<RootfsSettings
 
 /// Writes `NAME-VERSION.tar[.gz|.zst]`: the flattened root, baked like a layer.
 pub(crate) fn run(
-    cx: &mut super::run::PostContext<'_>,
+    cx: &mut PostContext<'_>,
     settings: &RootfsSettings,
-) -> Result<(), String> {
-    use crate::bake::{TreeOptions, compression_threads, gzip::ParallelGzip, tar::write_tree};
-
+) -> Result<Artifact, PostError> {
     let root = cx.flattened_root()?;
-    let name = format!(
-        "{}.{}",
-        cx.stem(),
-        settings.summary().trim_start_matches("rootfs.")
-    );
+    let name = format!("{}.{}", cx.stem(), settings.compression.extension());
     let options = TreeOptions {
-        epoch: cx.inputs.epoch,
+        epoch: cx.epoch,
         overlay_upper: false,
     };
     let compression = settings.compression;
-    cx.write_artifact(&name, |out| match compression {
+    Ok(cx.write_artifact(&name, |out| match compression {
         Compression::None => write_tree(&root, out, options),
         Compression::Gzip => write_tree(
             &root,
@@ -61,6 +60,5 @@ pub(crate) fn run(
         )?
         .finish(),
         Compression::Zstd => write_tree(&root, zstd::Encoder::new(out, 3)?, options)?.finish(),
-    })?;
-    Ok(())
+    })?)
 }

@@ -1,13 +1,21 @@
 //! Provisioners: the stages that change the root after the source.
 //!
-//! One file per kind; [`Provisioner`] is the closed set, dispatched by `match`.
+//! One file per kind; [`Provisioner`] is the closed set, dispatched by
+//! `match`. Each kind's file holds its check, its settings, the inputs of
+//! its stage key and the code that runs it on the stage's overlay.
 
 pub mod file;
 pub mod shell;
 pub mod shell_local;
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::reference::Digest;
+use crate::sandbox::Overlay;
+use crate::stage::{StageContext, TaskError};
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
@@ -38,10 +46,47 @@ impl Provisioner {
         }
     }
 
-    pub fn summary(&self) -> String {
+    /// How many times a failed run is tried again, from a clean upper.
+    pub fn max_retries(&self) -> u32 {
         match self {
-            Provisioner::File(file) => file.summary(),
-            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.summary(),
+            Provisioner::File(_) => 0,
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.max_retries,
+        }
+    }
+
+    /// A one-line description; host paths relative to the template's folder.
+    pub fn summary(&self, dir: &Path) -> String {
+        match self {
+            Provisioner::File(file) => file.summary(dir),
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.summary(dir),
+        }
+    }
+
+    /// What the stage's history entry says it did.
+    pub fn history_text(&self, dir: &Path) -> String {
+        match self {
+            Provisioner::File(file) => file.summary(dir),
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.history_text(dir),
+        }
+    }
+
+    /// What the stage's key is made of; `variables` is the digest of the
+    /// template's variables, which shell stages see.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs, variables: &Digest) -> Result<(), KeyError> {
+        match self {
+            Provisioner::File(file) => file.key_inputs(inputs),
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => {
+                spec.key_inputs(inputs, variables)
+            }
+        }
+    }
+
+    /// Runs the stage on `overlay`, whose upper directory becomes its layer.
+    pub fn run(&self, cx: &StageContext<'_>, overlay: Overlay) -> Result<(), TaskError> {
+        match self {
+            Provisioner::File(file) => file.run(cx, overlay),
+            Provisioner::Shell(spec) => spec.run(cx, overlay, shell::Place::InRoot),
+            Provisioner::ShellLocal(spec) => shell_local::run(spec, cx, overlay),
         }
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! [`ShellSpec`] is also what `shell-local` (provisioner and post-processor)
 //! and `[[test]]` blocks take, so the rules for `inline`, `script`,
-//! `scripts`, `env` and `timeout` live here once.
+//! `scripts`, `env` and `timeout`, what their keys are made of, and the
+//! sandbox tasks they run live here once.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::template::check::{Checker, HostPath};
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::reference::Digest;
+use crate::sandbox::{Overlay, Spec, Task};
+use crate::stage::{StageContext, TaskError};
+use crate::template::check::{Checker, HostPath, relative};
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
 use crate::template::units::Duration;
@@ -144,16 +149,167 @@ pub(crate) fn check_spec(
     })
 }
 
-impl ShellSpec {
-    pub fn summary(&self) -> String {
-        match &self.body {
+/// Where a shell stage's commands run.
+#[derive(Clone, Copy, Debug)]
+pub enum Place<'a> {
+    /// Inside the image root (`shell`, `[[test]]`).
+    InRoot,
+    /// On the host, from `cwd` (`shell-local`).
+    OnHost { cwd: &'a Path },
+}
+
+/// A command line, and the host script to copy into the root's `/tmp` for it.
+type ScriptRun = (Vec<String>, Option<(PathBuf, String)>);
+
+/// The `PATH` commands inside an image root get, as Docker's RUN does.
+const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ShellBody {
+    /// `inline` with its commands, or `scripts` with their paths relative
+    /// to the template's folder `dir`, and the scripts' content.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs) -> Result<(), KeyError> {
+        match self {
+            ShellBody::Inline(commands) => {
+                inputs.setting("inline", commands);
+            }
+            ShellBody::Scripts(scripts) => {
+                inputs.paths_setting("scripts", scripts);
+                for script in scripts {
+                    inputs.host_file(script)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self, dir: &Path) -> String {
+        match self {
             ShellBody::Inline(commands) if commands.len() == 1 => commands[0].clone(),
             ShellBody::Inline(commands) => format!("{} commands", commands.len()),
             ShellBody::Scripts(scripts) => scripts
                 .iter()
-                .map(|script| script.display().to_string())
+                .map(|script| relative(script, dir))
                 .collect::<Vec<_>>()
                 .join(", "),
         }
+    }
+}
+
+impl ShellSpec {
+    pub fn summary(&self, dir: &Path) -> String {
+        self.body.summary(dir)
+    }
+
+    /// What a shell stage's history entry says it did: its inline commands
+    /// in full, or its scripts.
+    pub fn history_text(&self, dir: &Path) -> String {
+        match &self.body {
+            ShellBody::Inline(commands) => commands.join(" ; "),
+            ShellBody::Scripts(_) => self.summary(dir),
+        }
+    }
+
+    /// Every setting but `cache` (whether a stage is cached says nothing of
+    /// what it makes), the scripts' content, and the template's variables,
+    /// which its commands see as `KILN_VAR_NAME`.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs, variables: &Digest) -> Result<(), KeyError> {
+        let ShellSpec {
+            body,
+            env,
+            shell,
+            timeout,
+            max_retries,
+            workdir,
+            cache: _,
+        } = self;
+        body.key_inputs(inputs)?;
+        inputs
+            .setting("env", env)
+            .setting("shell", shell)
+            .setting("timeout", timeout)
+            .setting("max_retries", max_retries)
+            .setting("workdir", workdir)
+            .setting_digest("variables", variables.clone());
+        Ok(())
+    }
+
+    /// The sandbox tasks of the stage: one for inline commands (run with
+    /// `-e`, stopping at the first failure), or one per script. In the
+    /// root, scripts are copied into its fresh `/tmp` first. `kiln_env` is
+    /// what kiln gives every command (the template's variables as
+    /// `KILN_VAR_NAME`, and the like); the stage's own `env` wins.
+    pub fn tasks(&self, place: Place<'_>, kiln_env: &[(String, String)]) -> Vec<Task> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        if matches!(place, Place::InRoot) {
+            env.push(("PATH".to_owned(), IMAGE_PATH.to_owned()));
+            env.push(("HOME".to_owned(), "/root".to_owned()));
+        }
+        env.extend(kiln_env.iter().cloned());
+        env.extend(
+            self.env
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let runs: Vec<ScriptRun> = match &self.body {
+            ShellBody::Inline(commands) => vec![(
+                vec![
+                    self.shell.clone(),
+                    "-e".to_owned(),
+                    "-c".to_owned(),
+                    commands.join("\n"),
+                ],
+                None,
+            )],
+            ShellBody::Scripts(scripts) => scripts
+                .iter()
+                .enumerate()
+                .map(|(index, script)| match place {
+                    Place::OnHost { .. } => {
+                        (vec![self.shell.clone(), script.display().to_string()], None)
+                    }
+                    Place::InRoot => {
+                        let name = format!("kiln-script-{index}");
+                        (
+                            vec![self.shell.clone(), format!("/tmp/{name}")],
+                            Some((script.clone(), name)),
+                        )
+                    }
+                })
+                .collect(),
+        };
+        runs.into_iter()
+            .map(|(argv, script)| match place {
+                Place::OnHost { cwd } => Task::Host {
+                    argv,
+                    env: env.clone(),
+                    cwd: cwd.to_owned(),
+                },
+                Place::InRoot => Task::Chroot {
+                    argv,
+                    env: env.clone(),
+                    workdir: self.workdir.clone().unwrap_or_else(|| "/".to_owned()),
+                    scripts: script.into_iter().collect(),
+                },
+            })
+            .collect()
+    }
+
+    /// Runs the stage's tasks, in order, on `overlay`.
+    pub fn run(
+        &self,
+        cx: &StageContext<'_>,
+        overlay: Overlay,
+        place: Place<'_>,
+    ) -> Result<(), TaskError> {
+        let timeout = self.timeout.map(Duration::as_std);
+        for task in self.tasks(place, cx.variables) {
+            let spec = Spec {
+                base: cx.work.to_owned(),
+                overlay: Some(overlay.clone()),
+                task,
+            };
+            cx.run(&spec, timeout)?;
+        }
+        Ok(())
     }
 }

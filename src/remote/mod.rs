@@ -21,8 +21,8 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 
 use crate::oci;
-use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
+use crate::report::{Direction, Event, Reporter, TransferOutcome};
 use crate::store::StoreError;
 use auth::{Challenge, Credentials};
 

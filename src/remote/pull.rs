@@ -4,8 +4,8 @@
 
 use super::{BlobTransfer, MEDIA_TYPE_DOCKER_LIST, Registry, RemoteError, Result};
 use crate::oci::{self, Manifest};
-use crate::pipeline::reporter::{Direction, Reporter, TransferOutcome};
 use crate::reference::{Digest, ImageName, RemoteRef, StoreTarget, Version};
+use crate::report::{Direction, Reporter, TransferOutcome};
 use crate::store::{Store, Tagged};
 
 #[derive(Debug)]

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::{BlobTransfer, Registry, RemoteError, Result};
 use crate::oci::{Descriptor, Manifest};
-use crate::pipeline::reporter::{Direction, Event, Reporter, TransferOutcome};
 use crate::reference::Digest;
+use crate::report::{Direction, Event, Reporter, TransferOutcome};
 use crate::store::{ImageEntry, Store};
 
 #[derive(Clone, Debug, Default)]

@@ -117,8 +117,7 @@ fn run_helper() -> Result<i32, String> {
         }
         Task::CopyIn(copy) => {
             let root = merged.ok_or("copying into the image needs an overlay")?;
-            crate::provisioners::file::copy_into(&root, &copy)
-                .map_err(|error| error.to_string())?;
+            crate::copy_in::copy_into(&root, &copy).map_err(|error| error.to_string())?;
             Ok(0)
         }
         Task::Flatten { destination } => {

@@ -64,7 +64,7 @@ pub enum Task {
         cwd: PathBuf,
     },
     /// Copies a host file or folder into the mounted root.
-    CopyIn(crate::provisioners::file::CopyIn),
+    CopyIn(crate::copy_in::CopyIn),
     /// Copies the whole mounted root into a plain folder (to keep a failed
     /// stage's root for inspection).
     Flatten { destination: PathBuf },

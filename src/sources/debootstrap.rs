@@ -1,7 +1,14 @@
 //! `debootstrap`: a Debian or Ubuntu root made by mmdebstrap (or debootstrap
 //! where mmdebstrap is missing).
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use super::SourceError;
+use crate::cache::key::KeyInputs;
+use crate::sandbox::{Spec, Task};
+use crate::stage::StageContext;
 
 use crate::template::check::Checker;
 use crate::template::error::DiagnosticKind;
@@ -50,6 +57,52 @@ impl DebootstrapSource {
             summary.push_str(&format!(" + {}", self.include.join(",")));
         }
         summary
+    }
+
+    /// The mirror actually used: the template's, or the host's apt mirror.
+    pub fn mirror_used(&self) -> Option<String> {
+        self.mirror.clone().or_else(host_mirror)
+    }
+
+    /// The architecture actually used: the template's, or the host's.
+    pub fn arch_used(&self) -> String {
+        self.arch
+            .clone()
+            .unwrap_or_else(|| crate::oci::host_architecture().to_owned())
+    }
+
+    /// The suite, variant and packages, and the mirror and architecture
+    /// actually used, not only the ones written.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs) {
+        let DebootstrapSource {
+            suite,
+            variant,
+            include,
+            mirror: _,
+            arch: _,
+        } = self;
+        inputs
+            .setting("suite", suite)
+            .setting("variant", variant)
+            .setting("include", include)
+            .setting("mirror", &self.mirror_used().unwrap_or_default())
+            .setting("arch", &self.arch_used());
+    }
+
+    /// Makes the root in `root` with mmdebstrap (or debootstrap), on the
+    /// host, in the stage's sandbox.
+    pub fn run(&self, cx: &StageContext<'_>, root: &Path) -> Result<(), SourceError> {
+        let spec = Spec {
+            base: cx.work.to_owned(),
+            overlay: None,
+            task: Task::Host {
+                argv: command(self, root)?,
+                env: vec![("SOURCE_DATE_EPOCH".to_owned(), cx.epoch.to_string())],
+                cwd: cx.work.to_owned(),
+            },
+        };
+        cx.run(&spec, None)?;
+        Ok(())
     }
 }
 
@@ -181,8 +234,8 @@ pub fn host_mirror() -> Option<String> {
 
 /// The command that makes the root in `root`: mmdebstrap when installed,
 /// else debootstrap.
-pub fn command(source: &DebootstrapSource, root: &std::path::Path) -> Result<Vec<String>, String> {
-    let mirror = source.mirror.clone().or_else(host_mirror);
+fn command(source: &DebootstrapSource, root: &Path) -> Result<Vec<String>, SourceError> {
+    let mirror = source.mirror_used();
     let mut argv: Vec<String> = Vec::new();
     if on_path("mmdebstrap") {
         argv.extend([
@@ -199,10 +252,7 @@ pub fn command(source: &DebootstrapSource, root: &std::path::Path) -> Result<Vec
         }
     } else if on_path("debootstrap") {
         if !["minbase", "buildd"].contains(&source.variant.as_str()) {
-            return Err(format!(
-                "debootstrap has no variant `{}`; install mmdebstrap (apt-get install mmdebstrap)",
-                source.variant
-            ));
+            return Err(SourceError::VariantNeedsMmdebstrap(source.variant.clone()));
         }
         argv.push("debootstrap".to_owned());
         argv.push(format!("--variant={}", source.variant));
@@ -213,10 +263,7 @@ pub fn command(source: &DebootstrapSource, root: &std::path::Path) -> Result<Vec
             argv.push(format!("--arch={arch}"));
         }
     } else {
-        return Err(
-            "neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap"
-                .to_owned(),
-        );
+        return Err(SourceError::NoBootstrapTool);
     }
     argv.push(source.suite.clone());
     argv.push(root.display().to_string());

@@ -1,10 +1,19 @@
-//! `directory`: a copy of a folder on the host as the starting root.
+//! `directory`: a host folder as the starting root.
+//!
+//! The folder is not copied: its layer is baked straight from it, and it
+//! serves as the overlay lower of the stages above it (read-only, as every
+//! lower is). Its key is the digest of the tar it bakes into (every path,
+//! mode, owner, link, xattr and byte, as the layer will hold them), so a
+//! cached layer is reused only for the same content; the bake checks that
+//! the folder still hashes to what the plan saw.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::template::check::{Checker, HostPath};
+use crate::bake::TreeOptions;
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::template::check::{Checker, HostPath, relative};
 use crate::template::keypath::KeyPath;
 
 #[derive(Deserialize)]
@@ -15,18 +24,35 @@ struct RawDirectory {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectorySource {
-    /// Absolute; it is read when the build starts.
+    /// Absolute.
     pub path: PathBuf,
 }
 
 impl DirectorySource {
-    pub fn summary(&self) -> String {
-        self.path.display().to_string()
+    pub fn summary(&self, dir: &Path) -> String {
+        relative(&self.path, dir)
+    }
+
+    /// How the folder's tree is baked: as a plain root, mtimes clamped.
+    pub fn tree_options(epoch: u64) -> TreeOptions {
+        TreeOptions {
+            epoch,
+            overlay_upper: false,
+        }
+    }
+
+    /// The digest of the tar the folder bakes into.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs) -> Result<(), KeyError> {
+        let DirectorySource { path } = self;
+        let digest = crate::bake::tree_digest(path, Self::tree_options(inputs.epoch))
+            .map_err(KeyError::at(path))?;
+        inputs.file_digest(inputs.relative(path), digest);
+        Ok(())
     }
 }
 
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DirectorySource> {
     let raw: RawDirectory = cx.shape(at, true)?;
-    let path = cx.host_path(&at.key("path"), &raw.path, HostPath::Unchecked)?;
+    let path = cx.host_path(&at.key("path"), &raw.path, HostPath::Directory)?;
     Some(DirectorySource { path })
 }

@@ -1,9 +1,12 @@
 //! `image`: an image built before, from the store or a registry, as the
-//! base (a golden image, then an application image on top of it).
+//! base (a golden image, then an application image on top of it). Its
+//! layers are reused as they are; its digest is the stage's key and is
+//! recorded as the new image's parent.
 
 use serde::{Deserialize, Serialize};
 
-use crate::reference::ImageRef;
+use crate::cache::key::KeyInputs;
+use crate::reference::{Digest, ImageRef};
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
@@ -23,6 +26,14 @@ pub struct ImageSource {
 impl ImageSource {
     pub fn summary(&self) -> String {
         self.reference.to_string()
+    }
+
+    /// The base image's manifest digest stands for everything it holds.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs, base: Option<&Digest>) {
+        inputs.setting("ref", &self.reference);
+        if let Some(base) = base {
+            inputs.file_digest("base image".to_owned(), base.clone());
+        }
     }
 }
 

@@ -1,8 +1,8 @@
-//! Sources: where a build starts (a builder, in Packer's words).
+//! Sources: where a build starts (a builder, in Packer's words), stage 0.
 //!
 //! One file per kind; [`Source`] is the closed set, dispatched by `match`.
-//! Each kind's file holds its wire struct, its checked settings and, once
-//! builds run, the code that produces its root.
+//! Each kind's file holds its wire struct and check, its checked settings,
+//! the inputs of its stage key, and the code that makes its root.
 
 pub mod debootstrap;
 pub mod directory;
@@ -10,11 +10,17 @@ pub mod image;
 pub mod scratch;
 pub mod tarball;
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::reference::Digest;
+use crate::stage::TaskError;
 use crate::template::check::Checker;
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
+use crate::unpack::UnpackError;
 
 pub const KINDS: &[&str] = &["scratch", "tarball", "directory", "debootstrap", "image"];
 
@@ -28,6 +34,46 @@ pub enum Source {
     Image(image::ImageSource),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("{} has sha256 {actual}, but the template pins {expected}", path.display())]
+    PinMismatch {
+        path: PathBuf,
+        actual: Digest,
+        expected: Digest,
+    },
+    #[error(
+        "{} changed while kiln read it (its tar hashed to {planned} when the build was planned, and to {baked} when it was baked); build again once it stays the same",
+        path.display()
+    )]
+    Changed {
+        path: PathBuf,
+        planned: Digest,
+        baked: Digest,
+    },
+    #[error("neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap")]
+    NoBootstrapTool,
+    #[error("debootstrap has no variant `{0}`; install mmdebstrap (apt-get install mmdebstrap)")]
+    VariantNeedsMmdebstrap(String),
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to unpack {}", path.display())]
+    Unpack {
+        path: PathBuf,
+        #[source]
+        source: UnpackError,
+    },
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
 impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -39,14 +85,37 @@ impl Source {
         }
     }
 
-    /// A one-line description for `inspect` and progress output.
-    pub fn summary(&self) -> String {
+    /// A one-line description for plans, progress and history; host paths
+    /// relative to the template's folder `dir`.
+    pub fn summary(&self, dir: &Path) -> String {
         match self {
             Source::Scratch => "empty root".to_owned(),
-            Source::Tarball(source) => source.summary(),
-            Source::Directory(source) => source.summary(),
+            Source::Tarball(source) => source.summary(dir),
+            Source::Directory(source) => source.summary(dir),
             Source::Debootstrap(source) => source.summary(),
             Source::Image(source) => source.summary(),
+        }
+    }
+
+    /// What the source stage's key is made of. `base` is the manifest
+    /// digest of an `image` source, resolved by the plan.
+    pub fn key_inputs(
+        &self,
+        inputs: &mut KeyInputs,
+        base: Option<&Digest>,
+    ) -> Result<(), KeyError> {
+        match self {
+            Source::Scratch => Ok(()),
+            Source::Tarball(source) => source.key_inputs(inputs),
+            Source::Directory(source) => source.key_inputs(inputs),
+            Source::Debootstrap(source) => {
+                source.key_inputs(inputs);
+                Ok(())
+            }
+            Source::Image(source) => {
+                source.key_inputs(inputs, base);
+                Ok(())
+            }
         }
     }
 }

@@ -1,14 +1,18 @@
 //! `tarball`: a root filesystem from a .tar, .tar.gz or .tar.zst archive,
 //! optionally pinned by its sha256.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::SourceError;
+use crate::cache::key::{KeyError, KeyInputs};
+use crate::compression::{Compression, decompress};
 use crate::reference::Digest;
-use crate::template::check::{Checker, HostPath};
+use crate::template::check::{Checker, HostPath, relative};
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
+use crate::unpack::{self, Whiteouts};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,28 +21,67 @@ struct RawTarball {
     sha256: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TarballSource {
-    /// Absolute; it is read when the build starts, as Packer reads an ISO.
+    /// Absolute.
     pub path: PathBuf,
     pub compression: Compression,
     pub sha256: Option<Digest>,
 }
 
 impl TarballSource {
-    pub fn summary(&self) -> String {
+    pub fn summary(&self, dir: &Path) -> String {
+        let path = relative(&self.path, dir);
         match &self.sha256 {
-            Some(digest) => format!("{} ({digest})", self.path.display()),
-            None => self.path.display().to_string(),
+            Some(digest) => format!("{path} ({digest})"),
+            None => path,
         }
+    }
+
+    /// The archive's content, wherever it lives, and how it is read.
+    pub fn key_inputs(&self, inputs: &mut KeyInputs) -> Result<(), KeyError> {
+        let TarballSource {
+            path,
+            compression,
+            sha256,
+        } = self;
+        let (digest, _) = crate::hashing::digest_file(path).map_err(KeyError::at(path))?;
+        inputs.setting("compression", compression);
+        inputs.setting("sha256", sha256);
+        inputs.file_digest(inputs.relative(path), digest);
+        Ok(())
+    }
+
+    /// Checks the pin, then unpacks the archive into `root`, never writing
+    /// outside it.
+    pub fn unpack(&self, root: &Path) -> Result<(), SourceError> {
+        let io_error = |action| {
+            move |source| SourceError::Io {
+                action,
+                path: self.path.clone(),
+                source,
+            }
+        };
+        if !self.path.is_file() {
+            return Err(SourceError::Missing(self.path.clone()));
+        }
+        if let Some(expected) = &self.sha256 {
+            let (actual, _) = crate::hashing::digest_file(&self.path).map_err(io_error("read"))?;
+            if &actual != expected {
+                return Err(SourceError::PinMismatch {
+                    path: self.path.clone(),
+                    actual,
+                    expected: expected.clone(),
+                });
+            }
+        }
+        let file = std::fs::File::open(&self.path).map_err(io_error("open"))?;
+        let reader = decompress(file, self.compression).map_err(io_error("read"))?;
+        unpack::unpack(reader, root, Whiteouts::Literal).map_err(|source| SourceError::Unpack {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(())
     }
 }
 
@@ -51,13 +94,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<TarballSource>
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let compression = if name.ends_with(".tar") {
-        Compression::None
-    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        Compression::Gzip
-    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        Compression::Zstd
-    } else {
+    let Some(compression) = Compression::of_archive_name(&name) else {
         cx.report_help(
             &at.key("path"),
             DiagnosticKind::Invalid(format!("cannot tell the archive format of `{name}`")),
@@ -65,22 +102,13 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<TarballSource>
         );
         return None;
     };
+    // Read when the build starts, but a missing archive is a template error.
+    if !cx.host_path_exists(&at.key("path"), &path, HostPath::File) {
+        return None;
+    }
     Some(TarballSource {
         path,
         compression,
         sha256: sha256?,
-    })
-}
-
-/// A reader of the uncompressed tar inside `reader`.
-pub fn decompress<'r, R: std::io::Read + 'r>(
-    reader: R,
-    compression: Compression,
-) -> std::io::Result<Box<dyn std::io::Read + 'r>> {
-    let buffered = std::io::BufReader::with_capacity(1 << 20, reader);
-    Ok(match compression {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(buffered)?),
     })
 }

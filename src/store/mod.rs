@@ -9,6 +9,7 @@
 
 mod blob;
 pub mod channels;
+mod layer;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -17,13 +18,17 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
+pub use layer::LayerReader;
 
 use crate::hashing::VerifyingReader;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use crate::reference::{Digest, ImageName, StoreRef, StoreTarget, Version};
 
-/// The annotations kiln puts on each image's entry in `index.json`.
+/// The annotations kiln puts on each image's entry in `index.json`: the
+/// image's name, and when it was stored (the image's own creation time is
+/// the reproducible epoch, so it cannot say).
 pub const ANNOTATION_NAME: &str = "dev.kiln.image.name";
+pub const ANNOTATION_STORED: &str = "dev.kiln.stored";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +52,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("blob {digest} in the store is damaged: {reason}")]
     Damaged { digest: Digest, reason: String },
+    #[error("layer {digest} has media type {media_type}, which kiln cannot read")]
+    UnsupportedLayer { digest: Digest, media_type: String },
     #[error("{} is not a valid OCI image layout: {reason}", path.display())]
     InvalidLayout { path: PathBuf, reason: String },
 }
@@ -67,6 +74,8 @@ pub struct ImageEntry {
     pub name: ImageName,
     pub version: Version,
     pub manifest: Descriptor,
+    /// When it was stored, as RFC 3339; images stored by other tools have none.
+    pub stored: Option<String>,
 }
 
 /// The result of tagging an image.
@@ -111,6 +120,21 @@ impl Store {
         }
         drop(lock);
         Ok(store)
+    }
+
+    /// Opens the store at `root` only if there is one: read-only commands
+    /// on an empty home create nothing.
+    pub fn open_existing(root: &Path) -> Result<Option<Self>> {
+        if !root.join("index.json").is_file() {
+            return Ok(None);
+        }
+        Self::open(root).map(Some)
+    }
+
+    /// Opens the store at `root` to read `what` from it: without a store,
+    /// `what` is not found, and nothing is created.
+    pub fn open_to_read(root: &Path, what: &dyn std::fmt::Display) -> Result<Self> {
+        Self::open_existing(root)?.ok_or_else(|| StoreError::NotFound(what.to_string()))
     }
 
     pub fn root(&self) -> &Path {
@@ -317,6 +341,12 @@ impl Store {
         descriptor
             .annotations
             .insert(ANNOTATION_NAME.to_owned(), name.to_string());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        descriptor
+            .annotations
+            .insert(ANNOTATION_STORED.to_owned(), oci::rfc3339(now));
         index.manifests.push(descriptor);
         self.write_index(&index)?;
         Ok(Tagged::Stored)
@@ -338,6 +368,7 @@ fn entry_of(descriptor: &Descriptor) -> Option<ImageEntry> {
         name: name.parse().ok()?,
         version: version.parse().ok()?,
         manifest: descriptor.clone(),
+        stored: descriptor.annotations.get(ANNOTATION_STORED).cloned(),
     })
 }
 

@@ -5,7 +5,7 @@
 //! check, interpolate, parse, and report problems without stopping, so one
 //! `kiln validate` shows every problem it can.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub struct Checker<'a> {
     dir: PathBuf,
     diagnostics: Vec<Diagnostic>,
     pub(crate) variables: BTreeMap<String, Variable>,
+    /// Declared variables left without a value (already reported).
+    pub(crate) unresolved: BTreeSet<String>,
     pub(crate) image: Option<(String, String)>,
 }
 
@@ -45,6 +47,7 @@ impl<'a> Checker<'a> {
             dir,
             diagnostics: Vec::new(),
             variables: BTreeMap::new(),
+            unresolved: BTreeSet::new(),
             image: None,
         }
     }
@@ -256,6 +259,7 @@ impl<'a> Checker<'a> {
     fn scope(&self) -> Scope<'_> {
         Scope {
             variables: &self.variables,
+            unresolved: &self.unresolved,
             image: self
                 .image
                 .as_ref()
@@ -284,6 +288,8 @@ impl<'a> Checker<'a> {
     pub fn text(&mut self, at: &KeyPath, raw: &str) -> Option<String> {
         match self.scope().interpolate(raw) {
             Ok(text) => Some(text),
+            // Reported once, where the variable is declared.
+            Err(DiagnosticKind::VariableWithoutValue(_)) => None,
             Err(kind) => {
                 let help = match &kind {
                     DiagnosticKind::UndeclaredVariable(name) => {
@@ -357,14 +363,19 @@ impl<'a> Checker<'a> {
             return None;
         }
         let path = self.dir.join(&text);
+        self.host_path_exists(at, &path, kind).then_some(path)
+    }
+
+    /// Whether the host path given at `at` is what `kind` says; reports it if not.
+    pub fn host_path_exists(&mut self, at: &KeyPath, path: &Path, kind: HostPath) -> bool {
         let found = match kind {
-            HostPath::Unchecked => return Some(path),
+            HostPath::Unchecked => return true,
             HostPath::File => path.is_file(),
             HostPath::Directory => path.is_dir(),
             HostPath::FileOrDirectory => path.exists(),
         };
         if found {
-            return Some(path);
+            return true;
         }
         let kind = if path.exists() {
             DiagnosticKind::Invalid(format!(
@@ -377,14 +388,14 @@ impl<'a> Checker<'a> {
                 }
             ))
         } else {
-            DiagnosticKind::FileNotFound(path)
+            DiagnosticKind::FileNotFound(path.to_owned())
         };
         self.report_help(
             at,
             kind,
             format!("relative paths start at {}", self.dir.display()),
         );
-        None
+        false
     }
 
     pub fn host_paths(
@@ -473,6 +484,12 @@ impl<'a> Checker<'a> {
             .redact(text)
             .into_owned()
     }
+}
+
+/// A host path as the template's reader sees it: relative to the
+/// template's folder `dir` when it is inside it (`../x` counts), else whole.
+pub fn relative(path: &Path, dir: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
 }
 
 pub fn valid_env_name(name: &str) -> bool {

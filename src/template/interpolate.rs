@@ -5,7 +5,7 @@
 //! defaults; `$${` is a literal `${`. A list variable inside a string is
 //! joined with spaces, as a shell would want its words.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::{DiagnosticKind, closest};
 use super::variables::{VarValue, Variable};
@@ -13,6 +13,9 @@ use super::variables::{VarValue, Variable};
 /// What a string may refer to where it stands.
 pub struct Scope<'a> {
     pub variables: &'a BTreeMap<String, Variable>,
+    /// Declared variables without a (valid) value, already reported where
+    /// they are declared: a use of one is not an undeclared variable.
+    pub unresolved: &'a BTreeSet<String>,
     /// `(name, version)` once `[image]` is resolved; `None` inside `[image]`.
     pub image: Option<(&'a str, &'a str)>,
     /// Only variable defaults may read the host environment.
@@ -54,6 +57,9 @@ impl Scope<'_> {
         match namespace {
             "var" => match self.variables.get(name) {
                 Some(variable) => Ok(variable.value.to_interpolated()),
+                None if self.unresolved.contains(name) => {
+                    Err(DiagnosticKind::VariableWithoutValue(name.to_owned()))
+                }
                 None => Err(DiagnosticKind::UndeclaredVariable(name.to_owned())),
             },
             "image" => match (self.image, name) {
@@ -144,6 +150,7 @@ mod tests {
         let variables = variables();
         let scope = Scope {
             variables: &variables,
+            unresolved: &BTreeSet::new(),
             image: Some(("web", "1.0")),
             allow_env: false,
         };
@@ -173,13 +180,16 @@ mod tests {
     #[test]
     fn bad_references_say_what_is_wrong() {
         let variables = variables();
+        let unresolved = BTreeSet::from(["unset".to_owned()]);
         let scope = Scope {
             variables: &variables,
+            unresolved: &unresolved,
             image: None,
             allow_env: false,
         };
         let message = |text: &str| scope.interpolate(text).unwrap_err().to_string();
         assert_eq!(message("${var.greting}"), "undeclared variable `greting`");
+        assert_eq!(message("${var.unset}"), "variable `unset` has no value");
         assert_eq!(scope.undeclared_help("greting"), "did you mean `greeting`?");
         assert!(message("${var.x").contains("unterminated"));
         assert!(message("${env.HOME}").contains("only allowed in variable defaults"));

@@ -5,7 +5,7 @@
 //! follows sees only typed [`VarValue`]s. Sensitive values are never put in
 //! an error message: the messages name the variable, not its value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -186,7 +186,8 @@ fn valid_variable_name(name: &str) -> bool {
 }
 
 /// Resolves every declared variable from all value sources, reporting
-/// problems into `cx`. Variables that could not be resolved are left out.
+/// problems into `cx`. Variables that could not be resolved are left out,
+/// and named in `cx.unresolved`, so their uses add no second error.
 pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<String, Variable> {
     let mut declared = BTreeMap::new();
     let section = KeyPath::root().key("variables");
@@ -230,6 +231,7 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
                 Value::String(text) => {
                     let env_scope = Scope {
                         variables: &BTreeMap::new(),
+                        unresolved: &BTreeSet::new(),
                         image: None,
                         allow_env: true,
                     };
@@ -305,6 +307,7 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
     let mut resolved = BTreeMap::new();
     for (name, variable) in declared {
         let Some((value, origin)) = variable.value else {
+            cx.unresolved.insert(name.clone());
             if variable.default_invalid {
                 continue;
             }

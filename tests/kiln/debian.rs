@@ -10,15 +10,23 @@ fn hello_template_builds_from_a_real_debian_base() {
     require_tool("mmdebstrap", "mmdebstrap");
     let env = TestEnv::new();
     let template = repo_root().join("templates/hello.toml");
-    let outcome = env.kiln(["build", template.to_str().unwrap()]);
+    // Artifacts go to the test's folder: no test writes into the repository.
+    let output = env.path("output");
+    let outcome = env.kiln([
+        "build",
+        template.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     outcome.expect_code(0);
     assert!(
         outcome
-            .stdout
+            .stderr
             .contains("test `motd carries the greeting` passed"),
         "{}",
-        outcome.stdout
+        outcome.stderr
     );
+    assert!(output.join("hello-1.0.0.qcow2").is_file());
     let digest = env
         .stored_digest("hello:1.0.0")
         .expect("hello:1.0.0 is stored");

@@ -253,13 +253,14 @@ fn a_failing_post_processor_fails_the_build_and_keeps_the_image() {
     assert!(
         outcome
             .stderr
-            .contains("post_processor[1] (shell-local) failed: exited with code 4"),
+            .contains("post-processor 2 (shell-local) failed (the image stays in the store): exited with code 4"),
         "{}",
         outcome.stderr
     );
     assert!(
-        outcome.stderr.contains("the image stays in the store"),
-        "{}",
+        outcome.stderr.contains("post-processor 2 | broken")
+            && outcome.stderr.contains("last lines of output:\n  | broken"),
+        "the command's output streams and ends the error: {}",
         outcome.stderr
     );
     assert!(env.stored_digest("failing:1").is_some());

@@ -158,18 +158,18 @@ fn push_then_skopeo_reads_it_and_a_second_push_sends_nothing() {
     let first = env.kiln(["push", "web:1.0", &remote]);
     first.expect_code(0);
     assert_eq!(
-        blobs(&first.stdout, "sent"),
+        blobs(&first.stderr, "sent"),
         3,
         "config and two layers: {}",
-        first.stdout
+        first.stderr
     );
     assert_eq!(skopeo_digest(&format!("{remote}:1.0"), None), digest);
     let second = env.kiln(["push", "web:1.0", &remote]);
     second.expect_code(0);
     assert!(
-        second.stdout.contains("nothing to send"),
+        second.stderr.contains("nothing to send"),
         "{}",
-        second.stdout
+        second.stderr
     );
 
     // A second repository of the same registry: blobs are mounted, not sent.
@@ -178,14 +178,14 @@ fn push_then_skopeo_reads_it_and_a_second_push_sends_nothing() {
     mounted.expect_code(0);
     assert_eq!(
         (
-            blobs(&mounted.stdout, "mounted"),
-            blobs(&mounted.stdout, "sent")
+            blobs(&mounted.stderr, "mounted"),
+            blobs(&mounted.stderr, "sent")
         ),
         (3, 0),
         "{}",
-        mounted.stdout
+        mounted.stderr
     );
-    assert!(mounted.stdout.contains("(0 B sent)"), "{}", mounted.stdout);
+    assert!(mounted.stderr.contains("(0 B sent)"), "{}", mounted.stderr);
 
     // A newer image that shares its base sends only its own layer.
     build(&env, "web", "1.1", "");
@@ -193,12 +193,12 @@ fn push_then_skopeo_reads_it_and_a_second_push_sends_nothing() {
     newer.expect_code(0);
     assert_eq!(
         (
-            blobs(&newer.stdout, "present"),
-            blobs(&newer.stdout, "sent")
+            blobs(&newer.stderr, "present"),
+            blobs(&newer.stderr, "sent")
         ),
         (1, 2),
         "{}",
-        newer.stdout
+        newer.stderr
     );
 
     // --json: one event a line, and nothing else on stdout.
@@ -482,15 +482,15 @@ fn a_push_stopped_midway_resumes_with_what_is_missing() {
     let resumed = env.kiln(["push", "big:1", &remote]);
     resumed.expect_code(0);
     assert!(
-        blobs(&resumed.stdout, "present") >= 2,
+        blobs(&resumed.stderr, "present") >= 2,
         "blobs sent before the stop are not sent again: {}",
-        resumed.stdout
+        resumed.stderr
     );
     assert_eq!(
-        blobs(&resumed.stdout, "sent") + blobs(&resumed.stdout, "present"),
+        blobs(&resumed.stderr, "sent") + blobs(&resumed.stderr, "present"),
         4,
         "{}",
-        resumed.stdout
+        resumed.stderr
     );
     assert_eq!(
         skopeo_digest(&format!("{remote}:1"), None),

@@ -104,10 +104,30 @@ fn valid_fixtures_round_trip_through_inspect_json() {
     }
 }
 
+/// The example templates, copied with what they read beside them (the
+/// busybox fixture the main job makes) into the test's folder.
+fn example_templates(env: &TestEnv) -> Vec<std::path::PathBuf> {
+    let copy = env.path("templates");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(repo_root().join("templates"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir_all(env.path("fixtures")).unwrap();
+    std::fs::copy(
+        crate::util::busybox_tarball(),
+        env.path("fixtures/busybox-rootfs.tar.gz"),
+    )
+    .unwrap();
+    toml_files(&copy)
+}
+
 #[test]
 fn example_templates_are_valid() {
     let env = TestEnv::new();
-    let templates = toml_files(&repo_root().join("templates"));
+    let templates = example_templates(&env);
     let names: Vec<_> = templates
         .iter()
         .map(|path| path.file_name().unwrap().to_owned())

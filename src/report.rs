@@ -1,10 +1,14 @@
-//! How a build tells the world what it does: events through a [`Reporter`].
+//! How the library tells the world what it does: events through a
+//! [`Reporter`].
 //!
-//! The library never prints. The binary turns events into progress bars on
-//! a terminal, plain timestamped lines elsewhere, or one JSON object a line
-//! with `--json`. Every text in an event is already redacted.
+//! The library never prints. Builds, pushes, pulls and post-processors
+//! report here; the binary turns events into progress bars on a terminal,
+//! plain timestamped lines elsewhere, or one JSON object a line with
+//! `--json`. Every text in an event is already redacted.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 
 use crate::reference::Digest;
 
@@ -25,7 +29,68 @@ pub enum StageResult {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CacheStatus {
     Hit,
-    Miss { reason: String },
+    Miss { reason: MissReason },
+}
+
+/// Why a stage ran instead of coming from the cache. In events it reads
+/// as its text: `first build`, `settings changed: inline`, ….
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MissReason {
+    /// No earlier build of this template is known.
+    FirstBuild,
+    /// `--no-cache`.
+    NoCache,
+    /// The stage says `cache = false`.
+    CacheDisabled,
+    /// An earlier stage (this number) has `cache = false`, so it always runs.
+    AfterUncached {
+        stage: usize,
+    },
+    ParentChanged,
+    /// Host files the stage reads changed, by path relative to the template.
+    FilesChanged(Vec<String>),
+    /// Settings changed, by key.
+    SettingsChanged(Vec<String>),
+    /// The same stage was built before, with the same inputs, but its
+    /// entry is gone (pruned).
+    NoEntry,
+    /// The entry was there but failed its checks.
+    Damaged(String),
+    /// An `image` source whose layers were not unpacked before.
+    BaseFirstUse {
+        unpacked: usize,
+    },
+}
+
+impl fmt::Display for MissReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissReason::FirstBuild => f.write_str("first build"),
+            MissReason::NoCache => f.write_str("--no-cache"),
+            MissReason::CacheDisabled => f.write_str("cache = false"),
+            MissReason::AfterUncached { stage } => write!(
+                f,
+                "parent changed: stage {stage} has cache = false and always runs"
+            ),
+            MissReason::ParentChanged => f.write_str("parent changed"),
+            MissReason::FilesChanged(files) => write!(f, "file changed: {}", files.join(", ")),
+            MissReason::SettingsChanged(settings) => {
+                write!(f, "settings changed: {}", settings.join(", "))
+            }
+            MissReason::NoEntry => f.write_str("no cache entry"),
+            MissReason::Damaged(reason) => write!(f, "cache entry damaged: {reason}"),
+            MissReason::BaseFirstUse { unpacked } => write!(
+                f,
+                "first use of the base image: unpacked {unpacked} of its layers"
+            ),
+        }
+    }
+}
+
+impl Serialize for MissReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -119,12 +184,26 @@ pub enum Event {
         outcome: TransferOutcome,
         seconds: f64,
     },
-    /// A post-processor wrote a file into the output folder.
+    /// A post-processor wrote a file into the output folder, or found it
+    /// there already from an earlier build of the same image (`cached`).
     ArtifactWritten {
         build: String,
         path: String,
         size: u64,
         sha256: Digest,
+        cached: bool,
+    },
+    /// A line of output of a post-processor's command (`shell-local`).
+    PostProcessorOutput {
+        build: String,
+        index: usize,
+        line: String,
+    },
+    /// A local channel was moved to the version just built.
+    ChannelMoved {
+        build: String,
+        channel: String,
+        version: String,
     },
     ImagePushed {
         build: String,
@@ -185,7 +264,9 @@ impl Event {
             | Event::TransferProgress { build, .. }
             | Event::TransferFinished { build, .. }
             | Event::ImagePushed { build, .. }
-            | Event::ArtifactWritten { build, .. } => build,
+            | Event::ArtifactWritten { build, .. }
+            | Event::PostProcessorOutput { build, .. }
+            | Event::ChannelMoved { build, .. } => build,
         }
     }
 }

@@ -1,0 +1,256 @@
+//! The build plan: everything a build will do, worked out once from a
+//! checked [`Template`] before anything runs.
+//!
+//! A plan holds the resolved base, every stage with its key and the inputs
+//! that made it, the tests, the artifacts to write (and where), and the
+//! channels and registries to publish to. `kiln build` runs a plan,
+//! `kiln build --plan` and `kiln inspect` print one, so they never
+//! disagree on a key. Keys of tests and artifacts also cover the digest of
+//! the image they are about, which only the build knows: the plan holds
+//! their other inputs.
+
+mod show;
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::key::{KeyError, KeyInputs, StageKey};
+use crate::reference::{ChannelName, Digest, ImageRef, RemoteRef, StoreRef};
+use crate::sources::Source;
+use crate::store::{Store, StoreError};
+use crate::template::Template;
+
+pub use show::{plan_json, plan_text};
+
+/// What a plan is made with, beside the template.
+#[derive(Clone, Debug)]
+pub struct PlanOptions<'a> {
+    /// `$KILN_HOME`: an `image` source is looked up in its store.
+    pub home: &'a Path,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: u64,
+    /// `--output`: the artifacts' folder instead of `output/NAME-VERSION`
+    /// beside the template.
+    pub output: Option<&'a Path>,
+    /// `false` with `--no-publish`: no channels move, nothing is pushed.
+    pub publish: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildPlan {
+    pub template: Template,
+    /// `name:version`.
+    pub reference: String,
+    pub epoch: u64,
+    /// The base image of an `image` source, as found in the store.
+    pub base: Option<Base>,
+    pub stages: Vec<PlannedStage>,
+    pub tests: Vec<PlannedTest>,
+    /// The folder the artifacts are written into.
+    pub output: PathBuf,
+    pub artifacts: Vec<PlannedArtifact>,
+    pub channels: Vec<ChannelName>,
+    pub remotes: Vec<RemoteRef>,
+    /// The template's variables as `KILN_VAR_NAME`, which the commands of
+    /// shell stages, tests and host commands see.
+    pub variables: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Base {
+    pub reference: StoreRef,
+    pub digest: Digest,
+}
+
+/// What a stage is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Source,
+    /// The template's provisioner at this index.
+    Provisioner(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedStage {
+    /// 0 for the source, N for the Nth provisioner: the one numbering of
+    /// progress, errors, the cache and the plan.
+    pub number: usize,
+    pub step: Step,
+    pub kind: &'static str,
+    /// One line, host paths relative to the template, not yet redacted.
+    pub summary: String,
+    /// `false` for a stage with `cache = false`: it always runs.
+    pub cache: bool,
+    pub key: StageKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedTest {
+    /// The template's test at this index.
+    pub index: usize,
+    pub name: String,
+    /// Its inputs; with the image's digest, its key.
+    pub inputs: KeyInputs,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedArtifact {
+    /// The template's post-processor at this index.
+    pub index: usize,
+    pub kind: &'static str,
+    pub summary: String,
+    /// The file it writes (`None` for a host command).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("failed to find the base image {reference}")]
+    BaseNotStored {
+        reference: StoreRef,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error(
+        "the base image {0} is on a registry; pulling a base image is not implemented yet: kiln pull it first"
+    )]
+    BaseOnRegistry(RemoteRef),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl BuildPlan {
+    /// The template's folder: relative host paths start there.
+    pub fn template_dir(&self) -> &Path {
+        self.template.path.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The key of the last stage: what the image is made of.
+    pub fn last_key(&self) -> &StageKey {
+        &self.stages.last().expect("a plan has a source stage").key
+    }
+}
+
+/// The variables as `KILN_VAR_NAME` pairs, and a digest of them all.
+fn variables_env(template: &Template) -> (Vec<(String, String)>, Digest) {
+    let env: Vec<(String, String)> = template
+        .variables
+        .iter()
+        .map(|variable| {
+            (
+                format!("KILN_VAR_{}", variable.name),
+                variable.value.to_interpolated(),
+            )
+        })
+        .collect();
+    let json = serde_json::to_vec(&env).expect("pairs of strings serialize");
+    (env, Digest::of(&json))
+}
+
+/// Plans the build of `template`.
+pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, PlanError> {
+    let dir = template.path.parent().unwrap_or(Path::new("/")).to_owned();
+    let epoch = options.epoch;
+    let base = match &template.source {
+        Source::Image(image) => Some(resolve_base(&image.reference, options.home)?),
+        _ => None,
+    };
+    let (variables, variables_digest) = variables_env(&template);
+
+    let mut stages = Vec::with_capacity(1 + template.provisioners.len());
+    let source = &template.source;
+    let mut inputs = KeyInputs::new(source.kind(), epoch, &dir);
+    source.key_inputs(&mut inputs, base.as_ref().map(|base| &base.digest))?;
+    stages.push(PlannedStage {
+        number: 0,
+        step: Step::Source,
+        kind: source.kind(),
+        summary: source.summary(&dir),
+        cache: true,
+        key: inputs.key(None),
+    });
+    for (index, provisioner) in template.provisioners.iter().enumerate() {
+        let mut inputs = KeyInputs::new(provisioner.kind(), epoch, &dir);
+        provisioner.key_inputs(&mut inputs, &variables_digest)?;
+        let parent = stages
+            .last()
+            .map(|stage: &PlannedStage| stage.key.key.clone());
+        stages.push(PlannedStage {
+            number: index + 1,
+            step: Step::Provisioner(index),
+            kind: provisioner.kind(),
+            summary: provisioner.summary(&dir),
+            cache: provisioner.cache(),
+            key: inputs.key(parent.as_ref()),
+        });
+    }
+
+    let mut tests = Vec::with_capacity(template.tests.len());
+    for (index, test) in template.tests.iter().enumerate() {
+        let mut inputs = KeyInputs::new("test", 0, &dir);
+        test.key_inputs(&mut inputs, &variables_digest)?;
+        tests.push(PlannedTest {
+            index,
+            name: test.name.clone(),
+            inputs,
+        });
+    }
+
+    let image = &template.image;
+    let stem = crate::post_processors::context::stem(&image.name, &image.version);
+    let output = match options.output {
+        Some(output) => std::path::absolute(output).unwrap_or_else(|_| output.to_owned()),
+        None => dir.join("output").join(&stem),
+    };
+    let artifacts = template
+        .post_processors
+        .iter()
+        .enumerate()
+        .map(|(index, post_processor)| PlannedArtifact {
+            index,
+            kind: post_processor.kind(),
+            summary: post_processor.summary(&dir),
+            path: post_processor.artifact_path(&output, &stem),
+        })
+        .collect();
+    let (channels, remotes) = if options.publish {
+        (
+            template.publish.channels.clone(),
+            template.publish.remote.clone(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(BuildPlan {
+        reference: format!("{}:{}", image.name, image.version),
+        epoch,
+        base,
+        stages,
+        tests,
+        output,
+        artifacts,
+        channels,
+        remotes,
+        variables,
+        template,
+    })
+}
+
+/// Finds an `image` source's base in the store.
+fn resolve_base(reference: &ImageRef, home: &Path) -> Result<Base, PlanError> {
+    let reference = match reference {
+        ImageRef::Store(reference) => reference,
+        ImageRef::Remote(remote) => return Err(PlanError::BaseOnRegistry(remote.clone())),
+    };
+    let not_stored = |source| PlanError::BaseNotStored {
+        reference: reference.clone(),
+        source: Box::new(source),
+    };
+    let store = Store::open_existing(&home.join("store"))
+        .map_err(not_stored)?
+        .ok_or_else(|| not_stored(StoreError::NotFound(reference.to_string())))?;
+    let entry = store.resolve(reference).map_err(not_stored)?;
+    Ok(Base {
+        reference: reference.clone(),
+        digest: entry.manifest.digest,
+    })
+}
