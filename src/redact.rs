@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::template::variables::{VarValue, Variable};
+use crate::template::values::{VarValue, Variable};
 
 pub const MASK: &str = "<sensitive>";
 
@@ -76,7 +76,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::template::variables::{ValueOrigin, VariableType};
+    use crate::template::values::{ValueOrigin, VariableType};
 
     #[test]
     fn masks_every_occurrence_longest_first() {

@@ -120,10 +120,11 @@ pub fn run(args: BuildArgs) -> Exit {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::to_string(&plan::plan_json(plan)).expect("JSON values serialize")
+                    serde_json::to_string(&plan::show::plan_json(plan))
+                        .expect("JSON values serialize")
                 );
             } else {
-                print!("{}", plan::plan_text(plan));
+                print!("{}", plan::show::plan_text(plan));
             }
         }
         return Exit::Success;

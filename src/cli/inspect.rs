@@ -42,7 +42,7 @@ pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
                         .map(|stage| serde_json::Value::String(stage.key.key.to_string()))
                         .collect();
                     map.insert("stage_keys".to_owned(), serde_json::Value::Array(keys));
-                    map.insert("plan".to_owned(), plan::plan_json(plan));
+                    map.insert("plan".to_owned(), plan::show::plan_json(plan));
                 }
                 Err(reason) => {
                     map.insert(
@@ -61,7 +61,7 @@ pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
         match &planned {
             Ok(plan) => {
                 text.push('\n');
-                text.push_str(&plan::plan_text(plan));
+                text.push_str(&plan::show::plan_text(plan));
             }
             Err(reason) => {
                 text.push_str(&format!("\nno plan: {reason}\n"));

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use super::{FileEntry, FileKind, normalize};
+use super::entry::{FileEntry, FileKind, normalize};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";

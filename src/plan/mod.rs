@@ -4,12 +4,12 @@
 //! A plan holds the resolved base, every stage with its key and the inputs
 //! that made it, the tests, the artifacts to write (and where), and the
 //! channels and registries to publish to. `kiln build` runs a plan,
-//! `kiln build --plan` and `kiln inspect` print one, so they never
+//! `kiln build --plan` and `kiln inspect` print one ([`show`]), so they never
 //! disagree on a key. Keys of tests and artifacts also cover the digest of
 //! the image they are about, which only the build knows: the plan holds
 //! their other inputs.
 
-mod show;
+pub mod show;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,6 @@ use crate::reference::{ChannelName, Digest, ImageRef, RemoteRef, StoreRef};
 use crate::sources::Source;
 use crate::store::{Store, StoreError};
 use crate::template::Template;
-
-pub use show::{plan_json, plan_text};
 
 /// What a plan is made with, beside the template.
 #[derive(Clone, Debug)]

@@ -4,7 +4,10 @@
 use serde::Deserialize;
 
 use super::context::PostContext;
-use super::{CHECKSUM_FILE, PostError};
+use super::error::PostError;
+
+/// The file `checksum` writes.
+pub const CHECKSUM_FILE: &str = "SHA256SUMS";
 use crate::artifact::Artifact;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;

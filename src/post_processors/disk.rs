@@ -2,8 +2,8 @@
 
 use serde::Deserialize;
 
-use super::PostError;
 use super::context::PostContext;
+use super::error::PostError;
 use crate::artifact::Artifact;
 use crate::disk::{DiskFormat, DiskSettings, Filesystem, write_disk};
 use crate::template::check::Checker;

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::context::PostContext;
-use super::{MANIFEST_FILE, PostError};
+use super::error::PostError;
+
+/// The file `manifest` writes unless it is given a `path`.
+pub const MANIFEST_FILE: &str = "kiln-manifest.json";
 use crate::artifact::{Artifact, write_atomically};
 use crate::record::{StageRecord, TestRecord};
 use crate::template::check::{Checker, HostPath, optional};

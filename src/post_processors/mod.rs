@@ -9,6 +9,7 @@
 pub mod checksum;
 pub mod context;
 pub mod disk;
+mod error;
 pub mod manifest;
 pub mod rootfs;
 pub mod shell_local;
@@ -17,21 +18,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Artifact, ArtifactError};
+use crate::artifact::Artifact;
 use crate::cache::key::KeyInputs;
-use crate::disk::{DiskError, DiskSettings};
+use crate::disk::DiskSettings;
 use crate::provisioners::shell::ShellSpec;
-use crate::stage::TaskError;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
-use context::{FlattenError, PostContext};
+use checksum::CHECKSUM_FILE;
+use context::PostContext;
+pub use error::PostError;
+use manifest::MANIFEST_FILE;
 
 pub const KINDS: &[&str] = &["disk", "rootfs", "checksum", "manifest", "shell-local"];
-
-/// The file `checksum` writes.
-pub const CHECKSUM_FILE: &str = "SHA256SUMS";
-/// The file `manifest` writes unless it is given a `path`.
-pub const MANIFEST_FILE: &str = "kiln-manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -41,31 +39,6 @@ pub enum PostProcessor {
     Checksum,
     Manifest(manifest::ManifestSettings),
     ShellLocal(ShellSpec),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PostError {
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-    #[error(transparent)]
-    Disk(#[from] DiskError),
-    #[error("failed to flatten the image")]
-    Flatten(#[from] FlattenError),
-    #[error(transparent)]
-    Task(#[from] TaskError),
-    #[error("{} is not a kiln manifest", path.display())]
-    NotAManifest {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl PostProcessor {

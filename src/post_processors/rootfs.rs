@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PostError;
 use super::context::PostContext;
+use super::error::PostError;
 use crate::artifact::Artifact;
 use crate::bake::{TreeOptions, compression_threads, gzip::ParallelGzip, tar::write_tree};
 use crate::compression::Compression;

@@ -2,8 +2,8 @@
 //! stored, from the template's folder, with `KILN_IMAGE`, `KILN_OUTPUT`
 //! and a read-only flattened root at `KILN_ROOT`.
 
-use super::PostError;
 use super::context::PostContext;
+use super::error::PostError;
 use crate::provisioners::shell::{Place, ShellSpec, check_spec};
 use crate::sandbox::{Overlay, Spec};
 use crate::stage::OutputOf;

@@ -8,7 +8,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Overlay, Spec, Task};
+use super::spec::{Overlay, Spec, Task};
 
 /// The entry point of `kiln __sandbox`: reads the spec on stdin, runs it,
 /// and exits with the task's exit code (127 when the sandbox itself failed).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::SourceError;
+use super::error::SourceError;
 use crate::cache::key::KeyInputs;
 use crate::sandbox::{Spec, Task};
 use crate::stage::StageContext;

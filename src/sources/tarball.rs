@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::SourceError;
+use super::error::SourceError;
 use crate::cache::key::{KeyError, KeyInputs};
 use crate::compression::{Compression, decompress};
 use crate::reference::Digest;

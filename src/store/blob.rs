@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Result, StoreError, io_error, sync_dir};
+use super::error::{Result, StoreError, io_error};
 use crate::hashing::HashingWriter;
 use crate::reference::Digest;
 
@@ -102,4 +102,11 @@ pub fn remove_stale_temp_files(tmp_dir: &Path, older_than: std::time::Duration) 
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Makes a folder's entries (a file renamed into it) durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("sync", path))
 }

@@ -5,7 +5,8 @@
 
 use std::io::{self, Read};
 
-use super::{Result, Store, StoreError};
+use super::Store;
+use super::error::{Result, StoreError};
 use crate::compression::{Compression, decompress};
 use crate::hashing::VerifyingReader;
 use crate::oci::Descriptor;

@@ -9,7 +9,8 @@
 
 mod blob;
 pub mod channels;
-mod layer;
+mod error;
+pub mod layer;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
-pub use layer::LayerReader;
+use blob::sync_dir;
+use error::io_error;
+pub use error::{Result, StoreError};
 
 use crate::hashing::VerifyingReader;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
@@ -29,44 +32,6 @@ use crate::reference::{Digest, ImageName, StoreRef, StoreTarget, Version};
 /// the reproducible epoch, so it cannot say).
 pub const ANNOTATION_NAME: &str = "dev.kiln.image.name";
 pub const ANNOTATION_STORED: &str = "dev.kiln.stored";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "{name}:{version} is already stored as {existing}, and this build made {new}; versions never change: bump the version"
-    )]
-    VersionConflict {
-        name: ImageName,
-        version: Version,
-        existing: Digest,
-        new: Digest,
-    },
-    #[error("no image {0} in the store")]
-    NotFound(String),
-    #[error("blob {digest} in the store is damaged: {reason}")]
-    Damaged { digest: Digest, reason: String },
-    #[error("layer {digest} has media type {media_type}, which kiln cannot read")]
-    UnsupportedLayer { digest: Digest, media_type: String },
-    #[error("{} is not a valid OCI image layout: {reason}", path.display())]
-    InvalidLayout { path: PathBuf, reason: String },
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
 
 /// One tagged image of the store.
 #[derive(Clone, Debug)]
@@ -370,10 +335,4 @@ fn entry_of(descriptor: &Descriptor) -> Option<ImageEntry> {
         manifest: descriptor.clone(),
         stored: descriptor.annotations.get(ANNOTATION_STORED).cloned(),
     })
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error("sync", path))
 }

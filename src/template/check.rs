@@ -16,7 +16,7 @@ use toml_edit::{Item, Table, Value};
 use super::error::{Diagnostic, DiagnosticKind, Origin, SourceFile, closest};
 use super::interpolate::Scope;
 use super::keypath::{self, KeyPath, Segment};
-use super::variables::Variable;
+use super::values::Variable;
 
 /// What a host path given in a template must be.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::{DiagnosticKind, closest};
-use super::variables::{VarValue, Variable};
+use super::values::Variable;
 
 /// What a string may refer to where it stands.
 pub struct Scope<'a> {
@@ -103,22 +103,10 @@ fn unknown_reference(expression: &str) -> DiagnosticKind {
     ))
 }
 
-impl VarValue {
-    /// The text a value becomes inside a string.
-    pub fn to_interpolated(&self) -> String {
-        match self {
-            VarValue::String(text) => text.clone(),
-            VarValue::Number(number) => number.to_string(),
-            VarValue::Bool(flag) => flag.to_string(),
-            VarValue::List(items) => items.join(" "),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::variables::{ValueOrigin, VariableType};
+    use crate::template::values::{ValueOrigin, VarValue, VariableType};
 
     fn variables() -> BTreeMap<String, Variable> {
         let mut variables = BTreeMap::new();

@@ -19,6 +19,7 @@ pub mod interpolate;
 pub mod keypath;
 pub mod publish;
 pub mod units;
+pub mod values;
 pub mod variables;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ use error::{Diagnostic, DiagnosticKind, Origin, SourceFile, closest};
 use image::ImageSpec;
 use keypath::KeyPath;
 use publish::Publish;
-use variables::{VarInputs, VarValue, Variable};
+use values::{VarValue, Variable};
+use variables::VarInputs;
 
 /// The top-level sections a template may have, in canonical order.
 pub const SECTIONS: &[&str] = &[

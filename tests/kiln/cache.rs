@@ -338,3 +338,148 @@ fn concurrent_builds_share_the_cache() {
     );
     env.assert_no_leftovers();
 }
+
+/// Settings enter keys as written: only typed host paths are made relative
+/// to the template. An inline command that names the template's folder is
+/// another command than one without it, and a test that names it another
+/// test.
+#[test]
+fn a_command_naming_the_template_folder_has_a_key_of_its_own() {
+    let env = TestEnv::new();
+    let dir = env.root().display().to_string();
+    let write = |version: &str, command: &str, test: &str| {
+        env.write(
+            "folder.toml",
+            &format!(
+                "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"{command}\"]\n\n[[test]]\nname = \"the file is there\"\ninline = [\"{test}\"]\n",
+                busybox_template("folder", version)
+            ),
+        )
+        .display()
+        .to_string()
+    };
+    // The template's folder is under /tmp, a fresh tmpfs in stages: the
+    // file goes below /srv. Without the folder's text, `/srv{dir}/x` reads
+    // `/srvx`.
+    let absolute = format!("mkdir -p /srv{dir} && echo hi > /srv{dir}/x");
+    let relative = format!("mkdir -p /srv{dir} && echo hi > /srvx");
+    let path = write("1", &absolute, &format!("test -f /srv{dir}/x"));
+    build(&env, &[&path]);
+    let rootfs = env.umoci_unpack("folder:1");
+    assert!(rootfs.join(format!("srv{dir}/x")).is_file());
+
+    // The same template but for the test, which now looks for /srvx: it
+    // runs again, on the same image, and fails.
+    let path = write("1", &absolute, "test -f /srvx");
+    let retested = env.kiln(["build", &path]);
+    retested.expect_code(1);
+    assert!(
+        retested.stderr.contains("test `the file is there` failed")
+            && !retested.stderr.contains("passed (cached"),
+        "{}",
+        retested.stderr
+    );
+
+    // The other command is another stage: it runs, and writes /srvx.
+    let path = write("2", &relative, "test -f /srvx");
+    let second = build(&env, &[&path]);
+    assert_eq!(
+        stages(&second),
+        [
+            (0, "hit".to_owned()),
+            (1, "settings changed: inline".to_owned())
+        ]
+    );
+    let rootfs = env.umoci_unpack("folder:2");
+    assert!(rootfs.join("srvx").is_file());
+    env.assert_no_leftovers();
+}
+
+/// `kiln build --plan` runs nothing and gives the keys the build uses,
+/// the same as `kiln inspect --json`.
+#[test]
+fn the_plan_inspect_and_the_build_agree_on_every_key() {
+    let env = TestEnv::new();
+    env.write("files/motd", "one\n");
+    let path = template(&env, "1", "echo last > /etc/last");
+    let planned = env.kiln(["build", "--plan", "--json", &path]);
+    planned.expect_code(0);
+    assert!(!env.home().exists(), "planning creates nothing in the home");
+    let plan: serde_json::Value = serde_json::from_str(planned.stdout.trim()).unwrap();
+    let plan_keys: Vec<String> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| stage["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(plan_keys.len(), 4);
+    let inspected = env.kiln(["inspect", "--json", &path]);
+    let inspected: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
+    let inspect_keys: Vec<String> = inspected["stage_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(plan_keys, inspect_keys);
+    assert_eq!(inspected["plan"]["stages"], plan["stages"]);
+
+    build(&env, &[&path]);
+    let entries: Vec<String> = std::fs::read_dir(env.home().join("cache/stages"))
+        .unwrap()
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+            entry["key"]["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for key in &plan_keys {
+        assert!(entries.contains(key), "the build cached stage key {key}");
+    }
+    let text = env.kiln(["build", "--plan", &path]);
+    text.expect_code(0);
+    for key in &plan_keys {
+        assert!(
+            text.stdout.contains(&format!("key {key}")),
+            "{}",
+            text.stdout
+        );
+    }
+    assert!(
+        text.stdout
+            .lines()
+            .any(|line| line.trim_start().starts_with("3/3") && line.contains("shell"))
+            && text.stdout.contains("files/motd"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// Shell stages and tests see the template's variables as KILN_VAR_NAME,
+/// so a value with quotes is safe to use; changing a variable runs the
+/// shell stages again.
+#[test]
+fn variables_reach_commands_as_environment_variables() {
+    let env = TestEnv::new();
+    let path = env
+        .write(
+            "vars.toml",
+            &format!(
+                "{}\n[variables.greeting]\ndefault = \"hello\"\n\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo \\\"$KILN_VAR_greeting\\\" > /etc/greeting\"]\n\n\
+                 [[test]]\nname = \"greeting\"\ninline = [\"grep -qxF \\\"$KILN_VAR_greeting\\\" /etc/greeting\"]\n",
+                busybox_template("vars", "1")
+            ),
+        )
+        .display()
+        .to_string();
+    let quoted = build(&env, &["--var", "greeting=it's \"me\"", &path]);
+    assert_eq!(stages(&quoted)[1].1, "first build");
+    let rootfs = env.umoci_unpack("vars:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+        "it's \"me\"\n"
+    );
+    let changed = env.kiln(["build", "--json", "--var", "greeting=bye", &path]);
+    changed.expect_code(3);
+    assert_eq!(stages(&changed)[1].1, "settings changed: variables");
+}

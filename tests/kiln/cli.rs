@@ -135,3 +135,150 @@ fn completions_for_bash_zsh_and_fish() {
     assert!(status.success(), "the bash completion script parses");
     env.kiln(["completions", "powershell-9"]).expect_code(2);
 }
+
+/// On a terminal, progress is drawn on stderr; `2>build.log` gets every
+/// line of it, as plain text.
+#[test]
+fn redirected_progress_is_plain_lines() {
+    crate::util::require_tool("script", "bsdutils");
+    let env = TestEnv::new();
+    let template = env.write("t.toml", &crate::util::busybox_template("redirected", "1"));
+    let log = env.path("build.log");
+    // `script` gives the build a terminal for stdin and stdout.
+    let command = format!(
+        "{} build {} 2>{}",
+        env!("CARGO_BIN_EXE_kiln"),
+        template.display(),
+        log.display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KILN_HOME", env.home())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("redirected:1 [0/0] tarball") && log.contains("redirected:1: stored sha256:"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal escapes in a log: {log}"
+    );
+}
+
+/// Commands that only read create nothing in an empty home, and a name
+/// that is not there is an error that names it.
+#[test]
+fn reading_commands_name_what_is_missing_and_create_nothing() {
+    let env = TestEnv::new();
+    let images = env.kiln(["images"]);
+    images.expect_code(0);
+    assert!(images.stdout.starts_with("NAME"), "{}", images.stdout);
+    env.kiln(["cache", "ls"]).expect_code(0);
+    let missing = env.kiln(["images", "nosuch"]);
+    missing.expect_code(1);
+    assert!(
+        missing.stderr.contains("no image nosuch in the store"),
+        "{}",
+        missing.stderr
+    );
+    env.kiln(["verify", "nosuch:1"]).expect_code(1);
+    env.kiln(["diff", "nosuch:1"]).expect_code(1);
+    env.kiln(["channel", "history", "nosuch", "stable"])
+        .expect_code(1);
+    assert!(
+        !env.home().exists(),
+        "reading commands made {}",
+        env.home().display()
+    );
+
+    let template = env.write("a.toml", &crate::util::busybox_template("a", "1"));
+    env.kiln(["build", template.to_str().unwrap()])
+        .expect_code(0);
+    let diff = env.kiln(["diff", "a:1", "b:1"]);
+    diff.expect_code(1);
+    assert!(
+        diff.stderr.contains("no image b:1 in the store") && !diff.stderr.contains("no image a:1"),
+        "the missing image is the one named: {}",
+        diff.stderr
+    );
+    let listed = env.kiln(["images", "a"]);
+    listed.expect_code(0);
+    let header = listed.stdout.lines().next().unwrap();
+    let row = listed.stdout.lines().nth(1).unwrap();
+    let column = |name: &str| -> &str {
+        let at = header.find(name).unwrap();
+        row[at..].split_whitespace().next().unwrap()
+    };
+    assert_eq!(
+        column("CREATED"),
+        "1970-01-01T00:00:00Z",
+        "the reproducible epoch"
+    );
+    let year: u32 = column("STORED")[..4].parse().unwrap();
+    assert!(year >= 2025, "when it was stored: {}", listed.stdout);
+}
+
+/// Every positional argument of every command says what it is in `--help`.
+#[test]
+fn help_describes_every_argument() {
+    let env = TestEnv::new();
+    for command in [
+        vec!["build"],
+        vec!["validate"],
+        vec!["inspect"],
+        vec!["fmt"],
+        vec!["images"],
+        vec!["export"],
+        vec!["push"],
+        vec!["pull"],
+        vec!["channel", "set"],
+        vec!["channel", "rollback"],
+        vec!["channel", "history"],
+        vec!["login"],
+        vec!["verify"],
+        vec!["diff"],
+        vec!["completions"],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        let help = env.kiln(&args);
+        help.expect_code(0);
+        let arguments: Vec<&str> = help
+            .stdout
+            .lines()
+            .skip_while(|line| *line != "Arguments:")
+            .skip(1)
+            .take_while(|line| !line.is_empty())
+            .collect();
+        assert!(
+            !arguments.is_empty(),
+            "{command:?} has arguments: {}",
+            help.stdout
+        );
+        // `  <NAME>  what it is`, or the name alone with its description on
+        // the lines below it.
+        let mut described = true;
+        for line in &arguments {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('<') || trimmed.starts_with('[') {
+                assert!(
+                    described,
+                    "{command:?}: an argument says nothing of itself: {}",
+                    help.stdout
+                );
+                described = trimmed.split_whitespace().count() >= 2;
+            } else {
+                described = true;
+            }
+        }
+        assert!(
+            described,
+            "{command:?}: an argument says nothing of itself: {}",
+            help.stdout
+        );
+    }
+}

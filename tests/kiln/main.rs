@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod debian;
 mod fmt;
+mod layout;
 mod post;
 mod prove;
 mod registry;

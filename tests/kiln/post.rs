@@ -275,3 +275,118 @@ fn a_failing_post_processor_fails_the_build_and_keeps_the_image() {
     );
     env.assert_no_leftovers();
 }
+
+/// A rebuild that changes nothing finds every artifact in place and writes
+/// none again; a changed or removed artifact is written again.
+#[test]
+fn artifacts_in_place_are_not_written_again() {
+    let env = TestEnv::new();
+    let template = env.write(
+        "cached.toml",
+        &format!(
+            "{}\n[[post_processor]]\ntype = \"disk\"\nformat = \"qcow2\"\n\n[[post_processor]]\ntype = \"rootfs\"\n\n[[post_processor]]\ntype = \"checksum\"\n",
+            busybox_template("cached", "1")
+        ),
+    );
+    let output = env.path("out");
+    let args = [
+        "build",
+        "--json",
+        template.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let written = |outcome: &crate::util::Outcome| -> Vec<(String, bool)> {
+        outcome
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|event| event["event"] == "artifact_written")
+            .map(|event| {
+                let path = event["path"].as_str().unwrap();
+                (
+                    path.rsplit('/').next().unwrap().to_owned(),
+                    event["cached"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // The plan names the files the build writes.
+    let plan = env.kiln([
+        "build",
+        "--plan",
+        "--json",
+        template.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    plan.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(plan.stdout.trim()).unwrap();
+    let planned: Vec<String> = plan["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|artifact| artifact["path"].as_str().unwrap().to_owned())
+        .collect();
+    let first = env.kiln(args);
+    first.expect_code(0);
+    let paths: Vec<String> = first
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["event"] == "artifact_written")
+        .map(|event| event["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, planned);
+    assert_eq!(
+        written(&first),
+        [
+            ("cached-1.qcow2".to_owned(), false),
+            ("cached-1.tar.gz".to_owned(), false),
+            ("SHA256SUMS".to_owned(), false)
+        ]
+    );
+    let disk = output.join("cached-1.qcow2");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&disk).unwrap());
+    let again = env.kiln(args);
+    again.expect_code(0);
+    assert!(
+        written(&again).iter().all(|(_, cached)| *cached),
+        "{:?}",
+        written(&again)
+    );
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&disk).unwrap()),
+        inode,
+        "the disk is the same file, not rewritten"
+    );
+    // A damaged disk (same size) and a removed tarball are written again;
+    // the checksums follow.
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&disk, &bytes).unwrap();
+    std::fs::remove_file(output.join("cached-1.tar.gz")).unwrap();
+    let mended = env.kiln(args);
+    mended.expect_code(0);
+    assert_eq!(
+        written(&mended),
+        [
+            ("cached-1.qcow2".to_owned(), false),
+            ("cached-1.tar.gz".to_owned(), false),
+            ("SHA256SUMS".to_owned(), true)
+        ]
+    );
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&output)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success()
+            && String::from_utf8_lossy(&sums.stdout).contains("cached-1.qcow2: OK"),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    env.assert_no_leftovers();
+}

@@ -461,3 +461,56 @@ fn an_image_from_another_tool_gets_its_index_on_first_use() {
         "{diff}"
     );
 }
+
+/// A tree with paths that cannot be read (a disk after an unclean shutdown
+/// says `Bad message`) is checked to the end: each unreadable path is
+/// named, the rest compared, and the exit code says it is not known clean.
+#[test]
+fn unreadable_paths_are_named_and_the_check_goes_on() {
+    crate::util::require_tool("setpriv", "util-linux");
+    let env = TestEnv::new();
+    let template = app_template(&env, "unreadable", "1", "");
+    env.kiln(["build", template.to_str().unwrap()])
+        .expect_code(0);
+    let root = env.umoci_unpack("unreadable:1");
+    // Without the capabilities that let root read anything, modes decide.
+    std::fs::set_permissions(root.join("srv"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/data"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(root.join("etc/data"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(root.join("srv"), Some(1000), Some(1000)).unwrap();
+    std::fs::write(root.join("etc/added"), "new\n").unwrap();
+    let output = Command::new("setpriv")
+        .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["verify", "unreadable:1", "--root"])
+        .arg(&root)
+        .env("KILN_HOME", env.home())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "added    /etc/added (file)",
+        "unreadable /etc/data: Permission denied",
+        "unreadable /srv: Permission denied",
+    ] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(expected)),
+            "{expected}: {stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("removed  /srv/"),
+        "what is below an unreadable folder is not called removed: {stdout}"
+    );
+    assert!(stdout.contains(", 2 unreadable)"), "{stdout}");
+}

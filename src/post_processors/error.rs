@@ -1,0 +1,33 @@
+//! How writing an artifact fails.
+
+use std::path::PathBuf;
+
+use super::context::FlattenError;
+use crate::artifact::ArtifactError;
+use crate::disk::DiskError;
+use crate::stage::TaskError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("failed to flatten the image")]
+    Flatten(#[from] FlattenError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error("{} is not a kiln manifest", path.display())]
+    NotAManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
