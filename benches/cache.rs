@@ -1,10 +1,13 @@
 //! The stage cache on a Debian-based template of five stages: a cold
 //! build, a rebuild after changing only the last stage, and a rebuild with
-//! nothing changed, each timed end to end with the kiln binary.
+//! nothing changed, each timed end to end with the kiln binary; then the
+//! same template with a qcow2 disk, rebuilt with nothing changed (the disk
+//! found in place, not written again).
 //!
 //! `cargo bench --bench cache` (as root, with mmdebstrap and network access
 //! to a Debian mirror). Targets: the last-stage rebuild under 5% of the
-//! cold build, the unchanged rebuild under 2%.
+//! cold build, the unchanged rebuild under 2%, the unchanged rebuild with a
+//! disk under 2 s.
 
 use std::path::Path;
 
@@ -76,6 +79,15 @@ fn main() {
     let last_changed = build(&home, &template, &["version=2", "stamp=second"]);
     let unchanged = build(&home, &template, &["version=2", "stamp=second"]);
 
+    let with_disk = dir.path().join("disk.toml");
+    std::fs::write(
+        &with_disk,
+        format!("{TEMPLATE}\n[[post_processor]]\ntype = \"disk\"\nformat = \"qcow2\"\n"),
+    )
+    .unwrap();
+    let disk_written = build(&home, &with_disk, &["version=2", "stamp=second"]);
+    let disk_unchanged = build(&home, &with_disk, &["version=2", "stamp=second"]);
+
     let ratio = |time: Duration| 100.0 * time.as_secs_f64() / cold.as_secs_f64();
     println!(
         "five stages: debootstrap bookworm minbase, file, shell (useradd), shell (20 MB), shell (stamp)"
@@ -95,5 +107,15 @@ fn main() {
         "| nothing changed | {:.2} s | {:.1}% | under 2% |",
         unchanged.as_secs_f64(),
         ratio(unchanged)
+    );
+    println!(
+        "| stages cached, a qcow2 disk written | {:.2} s | {:.1}% | |",
+        disk_written.as_secs_f64(),
+        ratio(disk_written)
+    );
+    println!(
+        "| nothing changed, the qcow2 disk in place | {:.2} s | {:.1}% | under 2 s |",
+        disk_unchanged.as_secs_f64(),
+        ratio(disk_unchanged)
     );
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bake::{TreeOptions, gzip::ParallelGzip};
 use crate::disk::{DiskError, DiskFormat, DiskSettings, Filesystem, write_disk};
+use crate::io_error::IoError;
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::store::{ImageEntry, Store, StoreError};
 use crate::unpack::{self, UnpackError, Whiteouts};
@@ -31,24 +32,8 @@ pub enum ExportError {
     LayerCount(usize, usize),
     #[error("failed to make the disk")]
     Disk(#[from] DiskError),
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |source| ExportError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 fn refuse_existing(path: &Path) -> Result<(), ExportError> {
@@ -77,7 +62,7 @@ fn staged_layout(
     let staging = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempdir_in(&parent)
-        .map_err(io_error("create a folder in", &parent))?;
+        .map_err(IoError::at("create a folder in", &parent))?;
     write_layout(store, entry, staging.path())?;
     Ok((staging, parent))
 }
@@ -89,7 +74,7 @@ pub fn oci_layout(
     destination: &Path,
 ) -> Result<(), ExportError> {
     let (staging, _) = staged_layout(store, entry, destination)?;
-    fs::rename(staging.path(), destination).map_err(io_error("create", destination))?;
+    fs::rename(staging.path(), destination).map_err(IoError::at("create", destination))?;
     let _ = staging.keep();
     Ok(())
 }
@@ -104,7 +89,7 @@ pub fn oci_archive(
     let mut file = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempfile_in(&parent)
-        .map_err(io_error("create a file in", &parent))?;
+        .map_err(IoError::at("create a file in", &parent))?;
     let options = TreeOptions {
         epoch: 0,
         overlay_upper: false,
@@ -114,34 +99,30 @@ pub fn oci_archive(
         io::BufWriter::new(file.as_file_mut()),
         options,
     )
-    .map_err(io_error("write", destination))?;
+    .map_err(IoError::at("write", destination))?;
     writer
         .into_inner()
-        .map_err(|error| io_error("write", destination)(error.into_error()))?;
+        .map_err(|error| IoError::at("write", destination)(error.into_error()))?;
     finish_file(file, destination)
 }
 
 fn finish_file(file: tempfile::NamedTempFile, destination: &Path) -> Result<(), ExportError> {
     file.as_file()
         .sync_all()
-        .map_err(io_error("sync", destination))?;
+        .map_err(IoError::at("sync", destination))?;
     let permissions = std::os::unix::fs::PermissionsExt::from_mode(0o644);
     file.as_file()
         .set_permissions(permissions)
-        .map_err(io_error("set permissions of", destination))?;
+        .map_err(IoError::at("set permissions of", destination))?;
     file.persist_noclobber(destination)
-        .map_err(|error| ExportError::Io {
-            action: "create",
-            path: destination.to_owned(),
-            source: error.error,
-        })?;
+        .map_err(|error| IoError::new("create", destination, error.error))?;
     Ok(())
 }
 
 fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), ExportError> {
     let manifest: Manifest = store.manifest(entry)?;
     let blobs = root.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(io_error("create", &blobs))?;
+    fs::create_dir_all(&blobs).map_err(IoError::at("create", &blobs))?;
     let descriptors = [entry.manifest.clone(), manifest.config.clone()]
         .into_iter()
         .chain(manifest.layers.iter().cloned());
@@ -151,7 +132,7 @@ fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Ex
             continue;
         }
         let mut reader = store.open_blob(&descriptor.digest, Some(descriptor.size))?;
-        let mut file = fs::File::create(&target).map_err(io_error("create", &target))?;
+        let mut file = fs::File::create(&target).map_err(IoError::at("create", &target))?;
         io::copy(&mut reader, &mut file).map_err(|error| StoreError::Damaged {
             digest: descriptor.digest.clone(),
             reason: error.to_string(),
@@ -161,7 +142,7 @@ fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Ex
         root.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )
-    .map_err(io_error("write", root))?;
+    .map_err(IoError::at("write", root))?;
     let mut annotations = BTreeMap::new();
     annotations.insert(
         oci::ANNOTATION_REF_NAME.to_owned(),
@@ -176,7 +157,7 @@ fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Ex
         }],
     };
     fs::write(root.join("index.json"), oci::to_canonical_json(&index))
-        .map_err(io_error("write", root))?;
+        .map_err(IoError::at("write", root))?;
     Ok(())
 }
 
@@ -211,11 +192,11 @@ fn flattened(
     entry: &ImageEntry,
     scratch: &Path,
 ) -> Result<tempfile::TempDir, ExportError> {
-    fs::create_dir_all(scratch).map_err(io_error("create", scratch))?;
+    fs::create_dir_all(scratch).map_err(IoError::at("create", scratch))?;
     let root = tempfile::Builder::new()
         .prefix("flatten-")
         .tempdir_in(scratch)
-        .map_err(io_error("create a folder in", scratch))?;
+        .map_err(IoError::at("create a folder in", scratch))?;
     flatten(store, &store.manifest(entry)?, root.path())?;
     Ok(root)
 }
@@ -236,21 +217,23 @@ pub fn rootfs(
     let file = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempfile_in(&parent)
-        .map_err(io_error("create a file in", &parent))?;
-    let handle = file.reopen().map_err(io_error("open", file.path()))?;
+        .map_err(IoError::at("create a file in", &parent))?;
+    let handle = file.reopen().map_err(IoError::at("open", file.path()))?;
     let gzip = ParallelGzip::new(
         io::BufWriter::new(handle),
         crate::bake::compression_threads(),
     )
-    .map_err(io_error("write", destination))?;
+    .map_err(IoError::at("write", destination))?;
     let options = TreeOptions {
         epoch,
         overlay_upper: false,
     };
     let gzip = crate::bake::tar::write_tree(root.path(), gzip, options)
-        .map_err(io_error("write", destination))?;
-    let mut buffered = gzip.finish().map_err(io_error("write", destination))?;
-    buffered.flush().map_err(io_error("write", destination))?;
+        .map_err(IoError::at("write", destination))?;
+    let mut buffered = gzip.finish().map_err(IoError::at("write", destination))?;
+    buffered
+        .flush()
+        .map_err(IoError::at("write", destination))?;
     drop(buffered);
     finish_file(file, destination)
 }

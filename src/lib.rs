@@ -28,6 +28,7 @@ pub mod fmt;
 pub mod hashing;
 pub mod image_diff;
 pub mod image_test;
+pub mod io_error;
 pub mod oci;
 pub mod pipeline;
 pub mod plan;
@@ -45,16 +46,19 @@ pub mod store;
 pub mod template;
 pub mod unpack;
 
-/// `$KILN_HOME`, or `$XDG_DATA_HOME/kiln`, or `~/.local/share/kiln`.
+/// `$KILN_HOME`, or `$XDG_DATA_HOME/kiln`, or `~/.local/share/kiln`, made
+/// absolute: sandbox helpers work from other folders, so a relative
+/// `KILN_HOME=home` must mean the same folder to them.
 pub fn kiln_home() -> std::path::PathBuf {
-    if let Some(home) = std::env::var_os("KILN_HOME").filter(|home| !home.is_empty()) {
-        return home.into();
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|data| !data.is_empty()) {
-        return std::path::Path::new(&data).join("kiln");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    std::path::Path::new(&home).join(".local/share/kiln")
+    let home = if let Some(home) = std::env::var_os("KILN_HOME").filter(|home| !home.is_empty()) {
+        std::path::PathBuf::from(home)
+    } else if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|data| !data.is_empty()) {
+        std::path::Path::new(&data).join("kiln")
+    } else {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+        std::path::Path::new(&home).join(".local/share/kiln")
+    };
+    std::path::absolute(&home).unwrap_or(home)
 }
 
 /// `error: cause: cause`, on one line, as ripgrep prints a chain.

@@ -22,17 +22,16 @@ pub fn run(reference: &str, remote: &str, options: &RemoteOptions, json: bool) -
             return Exit::Usage;
         }
     };
-    let result = (|| {
+    if let Some(StoreTarget::Digest(_)) = &remote.target {
+        eprintln!("error: invalid remote `{remote}`: push to a tag, not a digest");
+        return Exit::Usage;
+    }
+    let result = (|| -> Result<_, kiln::remote::RemoteError> {
         let store = Store::open_to_read(&options.home.join("store"), &reference)?;
         let entry = store.resolve(&reference)?;
         let tag = match &remote.target {
             Some(StoreTarget::Version(tag)) => tag.to_string(),
-            Some(StoreTarget::Digest(_)) => {
-                return Err(kiln::remote::RemoteError::Invalid(
-                    "push to a tag, not a digest".to_owned(),
-                ));
-            }
-            None => entry.version.to_string(),
+            _ => entry.version.to_string(),
         };
         let registry = Registry::new(&remote.host, options)?;
         let target = kiln::remote::push::PushTarget {

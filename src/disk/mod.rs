@@ -4,12 +4,13 @@
 //! `kiln export` both write disks here.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{Artifact, ArtifactError, temp_beside};
+use crate::io_error::IoError;
 use crate::reference::Digest;
 use crate::template::units::ByteSize;
 
@@ -26,23 +27,10 @@ pub enum DiskError {
     ToolFailed { program: String, stderr: String },
     #[error("dumpe2fs did not say `{0}`")]
     Dumpe2fs(&'static str),
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-}
-
-fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> DiskError + 'p {
-    move |source| DiskError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +141,7 @@ pub fn write_disk(
 ) -> Result<Artifact, DiskError> {
     let size = match settings.size {
         Some(size) => size.bytes(),
-        None => fitted_size(root).map_err(io_error("measure", root))?,
+        None => fitted_size(root).map_err(IoError::at("measure", root))?,
     };
     let label = settings.label.clone().unwrap_or_else(|| {
         image_name
@@ -165,7 +153,7 @@ pub fn write_disk(
             .collect()
     });
     let temp =
-        |suffix: &str| temp_beside(path, suffix).map_err(io_error("create a file beside", path));
+        |suffix: &str| temp_beside(path, suffix).map_err(IoError::at("create a file beside", path));
     let raw = temp(".raw")?;
     let epoch_text = epoch.to_string();
     // e2fsprogs reads a fake time of 0 as "unset" and stamps the real clock
@@ -213,7 +201,7 @@ pub fn write_disk(
         }
     }
     let script = temp(".debugfs")?;
-    std::fs::write(script.path(), commands).map_err(io_error("write", script.path()))?;
+    std::fs::write(script.path(), commands).map_err(IoError::at("write", script.path()))?;
     run_tool(
         Command::new("debugfs")
             .env("E2FSPROGS_FAKE_TIME", &fake_time)

@@ -9,6 +9,7 @@
 use super::{BuildContext, BuildError, Built};
 use crate::artifact::Artifact;
 use crate::cache::key::KeyInputs;
+use crate::io_error::IoError;
 use crate::post_processors::PostError;
 use crate::post_processors::context::{BuiltImage, PostContext};
 use crate::report::Event;
@@ -64,7 +65,7 @@ impl BuildContext<'_> {
                         if let Some(key) = &key {
                             self.cache
                                 .record_artifact(key, &artifact)
-                                .map_err(super::io_error(
+                                .map_err(IoError::at(
                                     "record in the cache the artifact",
                                     &artifact.path,
                                 ))?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::image::ImageBuilder;
 use super::{BuildContext, StageFailure};
+use crate::io_error::IoError;
 use crate::plan::PlannedStage;
 use crate::sandbox::{Overlay, Spec, Task};
 use crate::stage::OutputOf;
@@ -27,11 +28,7 @@ impl BuildContext<'_> {
             spec.name.as_str().replace('/', "_"),
             spec.version
         ));
-        std::fs::create_dir_all(&destination).map_err(|source| StageFailure::Io {
-            action: "create",
-            path: destination.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&destination).map_err(IoError::at("create", &destination))?;
         let mut lowers = vec![format!("upper{}", stage.number)];
         lowers.extend(self.lower_names(image));
         let spec = Spec {

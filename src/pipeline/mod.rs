@@ -33,6 +33,7 @@ use crate::artifact::Artifact;
 use crate::bake::BakeError;
 use crate::cache::Cache;
 use crate::file_index::IndexError;
+use crate::io_error::IoError;
 use crate::oci::Manifest;
 use crate::plan::BuildPlan;
 use crate::record::{StageRecord, TestRecord};
@@ -103,13 +104,8 @@ pub enum StageFailure {
     },
     #[error("the base image has {layers} layers but {diff_ids} diff ids")]
     BaseLayerCount { layers: usize, diff_ids: usize },
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,13 +155,8 @@ pub enum BuildError {
         #[source]
         failure: Box<RemoteError>,
     },
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error("build cancelled")]
     Cancelled,
 }
@@ -211,17 +202,6 @@ impl BuildError {
     }
 }
 
-fn io_error<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
-    move |source| BuildError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// What a running build needs, in one place: its plan and options, the
 /// store, the stage cache, its work folder and how it reports.
 pub struct BuildContext<'a> {
@@ -242,8 +222,8 @@ impl<'a> BuildContext<'a> {
     ) -> Result<Self, BuildError> {
         let home = &options.home;
         let store = Store::open(&home.join("store")).map_err(BuildError::store)?;
-        let work = WorkDir::create(home).map_err(io_error("create a work folder in", home))?;
-        let cache = Cache::open(home).map_err(io_error("open the cache in", home))?;
+        let work = WorkDir::create(home).map_err(IoError::at("create a work folder in", home))?;
+        let cache = Cache::open(home).map_err(IoError::at("open the cache in", home))?;
         Ok(Self {
             plan,
             options,

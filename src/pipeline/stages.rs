@@ -15,6 +15,7 @@ use super::image::{BaseImage, ImageBuilder, StageLayer};
 use super::{BuildContext, BuildError, OnError, StageFailure};
 use crate::bake::{self, TreeOptions};
 use crate::cache::{self, CachedLayer, Lookup, StageKey};
+use crate::io_error::IoError;
 use crate::oci::History;
 use crate::plan::{PlannedStage, Step};
 use crate::record::StageRecord;
@@ -35,17 +36,6 @@ enum Decision {
 struct Finished {
     result: StageResult,
     cache: CacheStatus,
-}
-
-fn stage_io<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(std::io::Error) -> StageFailure + 'p {
-    move |source| StageFailure::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 impl BuildContext<'_> {
@@ -103,10 +93,7 @@ impl BuildContext<'_> {
         let keys: Vec<StageKey> = plan.stages.iter().map(|stage| stage.key.clone()).collect();
         self.cache
             .record_build(&plan.template.path, &keys)
-            .map_err(super::io_error(
-                "record the stage keys of",
-                &plan.template.path,
-            ))?;
+            .map_err(IoError::at("record the stage keys of", &plan.template.path))?;
         Ok((image, records))
     }
 
@@ -229,7 +216,7 @@ impl BuildContext<'_> {
         let root = self
             .work
             .fresh_dir("source")
-            .map_err(stage_io("create", self.work.path()))?;
+            .map_err(IoError::at("create", self.work.path()))?;
         let variables = &self.plan.variables;
         let cx = self.stage_context(stage, variables);
         match source {
@@ -275,7 +262,7 @@ impl BuildContext<'_> {
             for dir in [upper.as_str(), work.as_str(), "merged"] {
                 self.work
                     .fresh_dir(dir)
-                    .map_err(stage_io("create", self.work.path()))?;
+                    .map_err(IoError::at("create", self.work.path()))?;
             }
             let overlay = Overlay {
                 lowers: self.lower_names(image),
@@ -324,7 +311,7 @@ impl BuildContext<'_> {
                     .path()
                     .join(format!("lower{}", image.trees().len()));
                 std::os::unix::fs::symlink(&layer.tree, &link)
-                    .map_err(stage_io("link", &layer.tree))?;
+                    .map_err(IoError::at("link", &layer.tree))?;
                 StageResult::Layer {
                     digest: layer.descriptor.digest.clone(),
                     size: layer.descriptor.size,
@@ -351,7 +338,7 @@ impl BuildContext<'_> {
             Source::Directory(directory) if self.is_host_folder(stage) => Some(directory),
             _ => None,
         };
-        let empty = bake::is_empty_tree(tree).map_err(stage_io("read", tree))?;
+        let empty = bake::is_empty_tree(tree).map_err(IoError::at("read", tree))?;
         history.empty_layer = empty;
         let layer = if empty {
             None
@@ -409,7 +396,7 @@ impl BuildContext<'_> {
         let cached_tree = self
             .cache
             .persist(entry, kept)
-            .map_err(stage_io("store in the cache", tree))?;
+            .map_err(IoError::at("store in the cache", tree))?;
         let layer = layer.map(|layer| StageLayer {
             descriptor: layer.descriptor,
             diff_id: layer.diff_id,
@@ -446,7 +433,7 @@ impl BuildContext<'_> {
             let (tree, was_there) = self.layer_tree(layer, diff_id)?;
             unpacked += usize::from(!was_there);
             let link = self.work.path().join(format!("lower{index}"));
-            std::os::unix::fs::symlink(&tree, &link).map_err(stage_io("link", &tree))?;
+            std::os::unix::fs::symlink(&tree, &link).map_err(IoError::at("link", &tree))?;
             trees.push(tree);
         }
         *image = ImageBuilder::on_base(
@@ -485,13 +472,13 @@ impl BuildContext<'_> {
         if done.join("tree").is_dir() {
             return Ok((done.join("tree"), true));
         }
-        std::fs::create_dir_all(&layers).map_err(stage_io("create", &layers))?;
+        std::fs::create_dir_all(&layers).map_err(IoError::at("create", &layers))?;
         let partial = tempfile::Builder::new()
             .prefix(".partial-")
             .tempdir_in(&layers)
-            .map_err(stage_io("create a folder in", &layers))?;
+            .map_err(IoError::at("create a folder in", &layers))?;
         let tree = partial.path().join("tree");
-        std::fs::create_dir(&tree).map_err(stage_io("create", &tree))?;
+        std::fs::create_dir(&tree).map_err(IoError::at("create", &tree))?;
         let mut reader = self.store.open_layer(layer, diff_id)?;
         unpack::unpack(&mut reader, &tree, Whiteouts::ToOverlay).map_err(|source| {
             StageFailure::BaseLayer {
@@ -506,7 +493,7 @@ impl BuildContext<'_> {
             }
             // Another build unpacked the same layer meanwhile: use theirs.
             Err(_) if done.join("tree").is_dir() => {}
-            Err(error) => return Err(stage_io("store", &done)(error)),
+            Err(error) => return Err(IoError::new("store", &done, error).into()),
         }
         Ok((done.join("tree"), false))
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::image::ImageBuilder;
 use super::{BuildContext, BuildError};
+use crate::io_error::IoError;
 use crate::provisioners::shell::Place;
 use crate::record::TestRecord;
 use crate::reference::Digest;
@@ -37,7 +38,7 @@ impl BuildContext<'_> {
             if !cached {
                 self.work
                     .fresh_dir("merged")
-                    .map_err(super::io_error("create", self.work.path()))?;
+                    .map_err(IoError::at("create", self.work.path()))?;
                 let lowers = self.lower_names(image);
                 let shell = test.as_shell();
                 let timeout = test.timeout.map(|timeout| timeout.as_std());
@@ -70,7 +71,7 @@ impl BuildContext<'_> {
                         });
                     }
                 }
-                self.cache.record_test_pass(&key).map_err(super::io_error(
+                self.cache.record_test_pass(&key).map_err(IoError::at(
                     "record the result of test",
                     std::path::Path::new(&test.name),
                 ))?;

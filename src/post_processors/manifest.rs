@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::PostContext;
 use super::error::PostError;
+use crate::io_error::IoError;
 
 /// The file `manifest` writes unless it is given a `path`.
 pub const MANIFEST_FILE: &str = "kiln-manifest.json";
@@ -73,26 +74,18 @@ pub(crate) fn run(
         .clone()
         .unwrap_or_else(|| cx.output.join(MANIFEST_FILE));
     let dir = crate::artifact::folder_of(&path).to_owned();
-    let io_error = |action: &'static str, path: &std::path::Path| {
-        let path = path.to_owned();
-        move |source| PostError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
     // The folder is the lock: builds sharing a manifest append in turn,
     // and no lock file is left beside it.
-    let lock = std::fs::File::open(&dir).map_err(io_error("lock", &dir))?;
-    lock.lock().map_err(io_error("lock", &dir))?;
+    let lock = std::fs::File::open(&dir).map_err(IoError::at("lock", &dir))?;
+    lock.lock().map_err(IoError::at("lock", &dir))?;
     let mut file: ManifestFile = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| PostError::NotAManifest {
             path: path.clone(),
             source,
         })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => ManifestFile::default(),
-        Err(error) => return Err(io_error("read", &path)(error)),
+        Err(error) => return Err(IoError::new("read", &path, error).into()),
     };
     let image = &cx.image;
     file.builds.push(ManifestBuild {

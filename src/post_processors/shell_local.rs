@@ -4,6 +4,7 @@
 
 use super::context::PostContext;
 use super::error::PostError;
+use crate::io_error::IoError;
 use crate::provisioners::shell::{Place, ShellSpec, check_spec};
 use crate::sandbox::{Overlay, Spec};
 use crate::stage::OutputOf;
@@ -22,18 +23,10 @@ pub(crate) fn run(
     cx.flattened_root()?;
     let work = cx.work_dir()?;
     let merged = work.join("merged");
-    let io_error = |action: &'static str, path: &std::path::Path| {
-        let path = path.to_owned();
-        move |source| PostError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if !merged.exists() {
-        std::fs::create_dir(&merged).map_err(io_error("create", &merged))?;
+        std::fs::create_dir(&merged).map_err(IoError::at("create", &merged))?;
     }
-    std::fs::create_dir_all(cx.output).map_err(io_error("create", cx.output))?;
+    std::fs::create_dir_all(cx.output).map_err(IoError::at("create", cx.output))?;
     let mut env = cx.variables.to_vec();
     env.push((
         "KILN_IMAGE".to_owned(),

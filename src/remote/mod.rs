@@ -20,6 +20,7 @@ use reqwest::header::{
 };
 use reqwest::{Response, StatusCode};
 
+use crate::io_error::IoError;
 use crate::oci;
 use crate::reference::Digest;
 use crate::report::{Direction, Event, Reporter, TransferOutcome};
@@ -71,17 +72,54 @@ pub enum RemoteError {
         expected: Digest,
         actual: Digest,
     },
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
+    #[error("{} is not a PEM certificate", path.display())]
+    Certificate {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: reqwest::Error,
     },
+    #[error("{host} named a token service that is not a URL: {realm}")]
+    TokenRealm {
+        host: String,
+        realm: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the token service at {realm} answered something that is not a token")]
+    TokenAnswer {
+        realm: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the token service at {realm} gave no token")]
+    NoToken { realm: String },
+    #[error("{host} gave no upload location")]
+    NoUploadLocation { host: String },
+    #[error("refused blob {digest} from {host}")]
+    RefusedBlob {
+        host: String,
+        digest: Digest,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("the blob writer stopped")]
+    BlobWriter(#[source] tokio::task::JoinError),
+    #[error("{host} answered {what} kiln cannot read")]
+    Unreadable {
+        host: String,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{reference} has no image for linux/{architecture}")]
+    NoPlatform {
+        reference: String,
+        architecture: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 impl RemoteError {
@@ -158,16 +196,12 @@ impl Registry {
             .connect_timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(ca_file) = &options.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|source| RemoteError::Io {
-                action: "read the CA file",
-                path: ca_file.clone(),
-                source,
-            })?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
-                RemoteError::Invalid(format!(
-                    "{} is not a PEM certificate: {error}",
-                    ca_file.display()
-                ))
+            let pem = std::fs::read(ca_file).map_err(IoError::at("read the CA file", ca_file))?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|source| {
+                RemoteError::Certificate {
+                    path: ca_file.clone(),
+                    source,
+                }
             })?;
             builder = builder.add_root_certificate(certificate);
         }
@@ -272,12 +306,12 @@ impl Registry {
             } => {
                 let scope =
                     challenge_scope.unwrap_or_else(|| format!("repository:{repository}:{scope}"));
-                let mut url = reqwest::Url::parse(&realm).map_err(|error| {
-                    RemoteError::Invalid(format!(
-                        "{} named a token service that is not a URL ({realm}): {error}",
-                        self.host
-                    ))
-                })?;
+                let mut url =
+                    reqwest::Url::parse(&realm).map_err(|source| RemoteError::TokenRealm {
+                        host: self.host.clone(),
+                        realm: realm.clone(),
+                        source: Box::new(source),
+                    })?;
                 url.query_pairs_mut().append_pair("scope", &scope);
                 if let Some(service) = &service {
                     url.query_pairs_mut().append_pair("service", service);
@@ -318,11 +352,17 @@ impl Registry {
                     .bytes()
                     .await
                     .map_err(connect_error(realm.clone()))?;
-                let body: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|error| RemoteError::Invalid(format!("the token service at {realm} answered something that is not a token: {error}")))?;
-                let token = body.token.or(body.access_token).ok_or_else(|| {
-                    RemoteError::Invalid(format!("the token service at {realm} gave no token"))
-                })?;
+                let body: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|source| RemoteError::TokenAnswer {
+                        realm: realm.clone(),
+                        source,
+                    })?;
+                let token =
+                    body.token
+                        .or(body.access_token)
+                        .ok_or_else(|| RemoteError::NoToken {
+                            realm: realm.clone(),
+                        })?;
                 Ok(format!("Bearer {token}"))
             }
         }
@@ -411,17 +451,13 @@ impl Registry {
         if response.status() != StatusCode::ACCEPTED {
             return Err(self.status_error("starting an upload", response).await);
         }
-        let location = location(&response).ok_or_else(|| {
-            RemoteError::Invalid(format!("{} gave no upload location", self.host))
+        let location = location(&response).ok_or_else(|| RemoteError::NoUploadLocation {
+            host: self.host.clone(),
         })?;
         let put_url = with_query(&self.url(&location), &format!("digest={digest}"));
         // Opened here once to report a missing file clearly; each attempt
         // streams from a fresh handle.
-        std::fs::File::open(path).map_err(|source| RemoteError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
+        std::fs::File::open(path).map_err(IoError::at("read", path))?;
         let response = self
             .send(repository, "pull,push", &|client| {
                 let request = client
@@ -475,27 +511,19 @@ impl Registry {
                 .status_error("starting a chunked upload", response)
                 .await);
         }
-        let mut location = location(&response).ok_or_else(|| {
-            RemoteError::Invalid(format!("{} gave no upload location", self.host))
+        let mut location = location(&response).ok_or_else(|| RemoteError::NoUploadLocation {
+            host: self.host.clone(),
         })?;
         let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|source| RemoteError::Io {
-                action: "read",
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(IoError::at("read", path))?;
         let mut offset = 0u64;
         let mut buffer = vec![0; CHUNK];
         loop {
             let read = file
                 .read(&mut buffer)
                 .await
-                .map_err(|source| RemoteError::Io {
-                    action: "read",
-                    path: path.to_owned(),
-                    source,
-                })?;
+                .map_err(IoError::at("read", path))?;
             if read == 0 {
                 break;
             }
@@ -636,25 +664,25 @@ impl Registry {
                 .await);
         }
         let mut writer = store.blob_writer()?;
+        let blobs = store.root().to_owned();
         let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         let expected = descriptor.clone();
-        let hashing = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-            use std::io::Write;
-            while let Some(chunk) = received.blocking_recv() {
-                writer
-                    .write_all(&chunk)
-                    .map_err(|error| error.to_string())?;
-                if writer.written() > expected.size {
-                    return Err(format!(
-                        "blob {} is larger than its {} bytes",
-                        expected.digest, expected.size
-                    ));
+        let hashing =
+            tokio::task::spawn_blocking(move || -> std::result::Result<(), StoreError> {
+                use std::io::Write;
+                while let Some(chunk) = received.blocking_recv() {
+                    writer
+                        .write_all(&chunk)
+                        .map_err(|error| IoError::new("write a blob into", &blobs, error))?;
+                    if writer.written() > expected.size {
+                        return Err(StoreError::TooLarge {
+                            digest: expected.digest,
+                            size: expected.size,
+                        });
+                    }
                 }
-            }
-            writer
-                .commit_expected(&expected.digest, expected.size)
-                .map_err(|error| error.to_string())
-        });
+                writer.commit_expected(&expected.digest, expected.size)
+            });
         let mut received_bytes = 0u64;
         let mut reported = 0u64;
         loop {
@@ -675,9 +703,11 @@ impl Registry {
         drop(chunks);
         hashing
             .await
-            .map_err(|error| RemoteError::Invalid(format!("the blob writer stopped: {error}")))?
-            .map_err(|reason| {
-                RemoteError::Invalid(format!("refused a blob from {}: {reason}", self.host))
+            .map_err(RemoteError::BlobWriter)?
+            .map_err(|source| RemoteError::RefusedBlob {
+                host: self.host.clone(),
+                digest: descriptor.digest.clone(),
+                source: Box::new(source),
             })?;
         Ok(())
     }
@@ -698,12 +728,12 @@ impl Registry {
             .bytes()
             .await
             .map_err(connect_error(self.host.clone()))?;
-        let tags: Tags = serde_json::from_slice(&body).map_err(|error| {
-            RemoteError::Invalid(format!(
-                "{} answered a tag list kiln cannot read: {error}",
-                self.host
-            ))
-        })?;
+        let tags: Tags =
+            serde_json::from_slice(&body).map_err(|source| RemoteError::Unreadable {
+                host: self.host.clone(),
+                what: "a tag list".to_owned(),
+                source,
+            })?;
         Ok(tags.tags.unwrap_or_default())
     }
 }

@@ -33,9 +33,12 @@ pub async fn pull(
     };
     let (mut bytes, mut media_type) = registry.get_manifest(repository, &reference).await?;
     if media_type == oci::MEDIA_TYPE_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST {
-        let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
-            RemoteError::Invalid(format!("the index of {remote} cannot be read: {error}"))
-        })?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| RemoteError::Unreadable {
+                host: remote.host.clone(),
+                what: format!("the index of {remote}"),
+                source,
+            })?;
         let architecture = oci::host_architecture();
         let chosen = index["manifests"]
             .as_array()
@@ -46,15 +49,19 @@ pub async fn pull(
                     && manifest["platform"]["architecture"] == architecture
             })
             .and_then(|manifest| manifest["digest"].as_str())
-            .ok_or_else(|| {
-                RemoteError::Invalid(format!("{remote} has no image for linux/{architecture}"))
+            .ok_or_else(|| RemoteError::NoPlatform {
+                reference: remote.to_string(),
+                architecture,
             })?
             .to_owned();
         (bytes, media_type) = registry.get_manifest(repository, &chosen).await?;
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|error| {
-        RemoteError::Invalid(format!("the manifest of {remote} cannot be read: {error}"))
-    })?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|source| RemoteError::Unreadable {
+            host: remote.host.clone(),
+            what: format!("the manifest of {remote}"),
+            source,
+        })?;
     let mut fetched_blobs = 0;
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let transfer = BlobTransfer::new(reporter, &label, descriptor);

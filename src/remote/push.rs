@@ -9,7 +9,7 @@ use super::{BlobTransfer, Registry, RemoteError, Result};
 use crate::oci::{Descriptor, Manifest};
 use crate::reference::Digest;
 use crate::report::{Direction, Event, Reporter, TransferOutcome};
-use crate::store::{ImageEntry, Store};
+use crate::store::{ImageEntry, Store, StoreError};
 
 #[derive(Clone, Debug, Default)]
 pub struct PushReport {
@@ -81,12 +81,11 @@ pub async fn push(
         movable,
     } = target;
     let manifest_bytes = store.read_blob(&entry.manifest)?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|error| {
-        RemoteError::Invalid(format!(
-            "the stored manifest of {}:{} cannot be read: {error}",
-            entry.name, entry.version
-        ))
-    })?;
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|error| StoreError::Damaged {
+            digest: entry.manifest.digest.clone(),
+            reason: format!("it is not an image manifest: {error}"),
+        })?;
     let started = std::time::Instant::now();
     let mut report = PushReport::default();
     if let Some(existing) = registry.tag_digest(repository, tag).await? {

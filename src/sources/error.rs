@@ -29,13 +29,8 @@ pub enum SourceError {
     NoBootstrapTool,
     #[error("debootstrap has no variant `{0}`; install mmdebstrap (apt-get install mmdebstrap)")]
     VariantNeedsMmdebstrap(String),
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error("failed to unpack {}", path.display())]
     Unpack {
         path: PathBuf,

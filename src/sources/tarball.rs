@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::SourceError;
 use crate::cache::key::{KeyError, KeyInputs};
 use crate::compression::{Compression, decompress};
+use crate::io_error::IoError;
 use crate::reference::Digest;
 use crate::template::check::{Checker, HostPath, relative};
 use crate::template::error::DiagnosticKind;
@@ -55,18 +56,12 @@ impl TarballSource {
     /// Checks the pin, then unpacks the archive into `root`, never writing
     /// outside it.
     pub fn unpack(&self, root: &Path) -> Result<(), SourceError> {
-        let io_error = |action| {
-            move |source| SourceError::Io {
-                action,
-                path: self.path.clone(),
-                source,
-            }
-        };
         if !self.path.is_file() {
             return Err(SourceError::Missing(self.path.clone()));
         }
         if let Some(expected) = &self.sha256 {
-            let (actual, _) = crate::hashing::digest_file(&self.path).map_err(io_error("read"))?;
+            let (actual, _) =
+                crate::hashing::digest_file(&self.path).map_err(IoError::at("read", &self.path))?;
             if &actual != expected {
                 return Err(SourceError::PinMismatch {
                     path: self.path.clone(),
@@ -75,8 +70,8 @@ impl TarballSource {
                 });
             }
         }
-        let file = std::fs::File::open(&self.path).map_err(io_error("open"))?;
-        let reader = decompress(file, self.compression).map_err(io_error("read"))?;
+        let file = std::fs::File::open(&self.path).map_err(IoError::at("open", &self.path))?;
+        let reader = decompress(file, self.compression).map_err(IoError::at("read", &self.path))?;
         unpack::unpack(reader, root, Whiteouts::Literal).map_err(|source| SourceError::Unpack {
             path: self.path.clone(),
             source,

@@ -6,8 +6,9 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, StoreError, io_error};
+use super::error::{Result, StoreError};
 use crate::hashing::HashingWriter;
+use crate::io_error::IoError;
 use crate::reference::Digest;
 
 pub struct BlobWriter {
@@ -20,7 +21,7 @@ impl BlobWriter {
         let temp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(tmp_dir)
-            .map_err(io_error("create a temp file in", tmp_dir))?;
+            .map_err(IoError::at("create a temp file in", tmp_dir))?;
         Ok(Self {
             writer: HashingWriter::new(BufWriter::with_capacity(1 << 20, temp)),
             blobs_dir,
@@ -37,9 +38,11 @@ impl BlobWriter {
         let actual = Digest::from_sha256(&self.writer.hasher_snapshot());
         let written = self.writer.written();
         if &actual != expected || written != size {
-            return Err(StoreError::Damaged {
-                digest: expected.clone(),
-                reason: format!("the content received ({written} bytes) hashes to {actual}"),
+            return Err(StoreError::Mismatch {
+                expected: expected.clone(),
+                size,
+                actual,
+                written,
             });
         }
         self.commit().map(|_| ())
@@ -49,11 +52,9 @@ impl BlobWriter {
     /// digest and size. A blob that is there already is left as it is.
     pub fn commit(self) -> Result<(Digest, u64)> {
         let (digest, size, buffered) = self.writer.finish();
-        let temp = buffered.into_inner().map_err(|error| StoreError::Io {
-            action: "write",
-            path: PathBuf::from("a blob"),
-            source: error.into_error(),
-        })?;
+        let temp = buffered
+            .into_inner()
+            .map_err(|error| IoError::new("write", &self.blobs_dir, error.into_error()))?;
         let target = self.blobs_dir.join(digest.hex());
         // A blob there already is kept if it is intact, and replaced if it
         // was damaged: writing the same content again heals the store.
@@ -63,14 +64,11 @@ impl BlobWriter {
             return Ok((digest, size));
         }
         let file: &File = temp.as_file();
-        file.sync_all().map_err(io_error("sync", temp.path()))?;
+        file.sync_all().map_err(IoError::at("sync", temp.path()))?;
         file.set_permissions(Permissions::from_mode(0o444))
-            .map_err(io_error("set permissions of", temp.path()))?;
-        temp.persist(&target).map_err(|error| StoreError::Io {
-            action: "store blob",
-            path: target.clone(),
-            source: error.error,
-        })?;
+            .map_err(IoError::at("set permissions of", temp.path()))?;
+        temp.persist(&target)
+            .map_err(|error| IoError::new("store blob", &target, error.error))?;
         sync_dir(&self.blobs_dir)?;
         Ok((digest, size))
     }
@@ -108,5 +106,6 @@ pub fn remove_stale_temp_files(tmp_dir: &Path, older_than: std::time::Duration) 
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|dir| dir.sync_all())
-        .map_err(io_error("sync", path))
+        .map_err(IoError::at("sync", path))?;
+    Ok(())
 }

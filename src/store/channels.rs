@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError};
+use crate::io_error::IoError;
 use crate::reference::{ChannelName, Digest, ImageName, StoreRef, StoreTarget, Version};
 
 /// One move of a channel.
@@ -67,22 +68,14 @@ impl Store {
                 })
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Channels::default()),
-            Err(source) => Err(StoreError::Io {
-                action: "read",
-                path,
-                source,
-            }),
+            Err(source) => Err(IoError::new("read", &path, source).into()),
         }
     }
 
     fn write_channels(&self, name: &ImageName, channels: &Channels) -> Result<()> {
         let path = self.channels_path(name);
         let dir = path.parent().expect("channels live in a folder");
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            action: "create",
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(IoError::at("create", dir))?;
         self.replace_file(
             &path,
             &serde_json::to_vec_pretty(channels).expect("channels serialize"),

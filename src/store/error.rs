@@ -1,19 +1,13 @@
 //! How the store fails.
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::reference::{Digest, ImageName, Version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("failed to {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error(
         "{name}:{version} is already stored as {existing}, and this build made {new}; versions never change: bump the version"
     )]
@@ -25,6 +19,17 @@ pub enum StoreError {
     },
     #[error("no image {0} in the store")]
     NotFound(String),
+    #[error(
+        "the content ({written} bytes) hashes to {actual}, not to {expected} ({size} bytes); nothing was kept"
+    )]
+    Mismatch {
+        expected: Digest,
+        size: u64,
+        actual: Digest,
+        written: u64,
+    },
+    #[error("blob {digest} is larger than its {size} bytes; nothing was kept")]
+    TooLarge { digest: Digest, size: u64 },
     #[error("blob {digest} in the store is damaged: {reason}")]
     Damaged { digest: Digest, reason: String },
     #[error("layer {digest} has media type {media_type}, which kiln cannot read")]
@@ -34,14 +39,3 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-pub(super) fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}

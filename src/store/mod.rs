@@ -18,9 +18,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::io_error::IoError;
 pub use blob::BlobWriter;
 use blob::sync_dir;
-use error::io_error;
 pub use error::{Result, StoreError};
 
 use crate::hashing::VerifyingReader;
@@ -67,8 +67,8 @@ impl Store {
         let store = Self {
             root: root.to_owned(),
         };
-        fs::create_dir_all(store.blobs_dir()).map_err(io_error("create", &store.blobs_dir()))?;
-        fs::create_dir_all(store.tmp_dir()).map_err(io_error("create", &store.tmp_dir()))?;
+        fs::create_dir_all(store.blobs_dir()).map_err(IoError::at("create", &store.blobs_dir()))?;
+        fs::create_dir_all(store.tmp_dir()).map_err(IoError::at("create", &store.tmp_dir()))?;
         let lock = store.lock()?;
         // Temp files of builds killed long ago; a day is far longer than any blob write.
         blob::remove_stale_temp_files(&store.tmp_dir(), std::time::Duration::from_secs(86_400));
@@ -114,7 +114,7 @@ impl Store {
     /// Replaces a file under [`Store::private_dir`] atomically.
     pub(crate) fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+            fs::create_dir_all(parent).map_err(IoError::at("create", parent))?;
         }
         self.replace_file(path, bytes)
     }
@@ -144,8 +144,8 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(io_error("open", &path))?;
-        file.lock().map_err(io_error("lock", &path))?;
+            .map_err(IoError::at("open", &path))?;
+        file.lock().map_err(IoError::at("lock", &path))?;
         Ok(StoreLock { _file: file })
     }
 
@@ -162,7 +162,7 @@ impl Store {
         let mut writer = self.blob_writer()?;
         writer
             .write_all(bytes)
-            .map_err(io_error("write", &self.tmp_dir()))?;
+            .map_err(IoError::at("write", &self.tmp_dir()))?;
         let (digest, size) = writer.commit()?;
         Ok(Descriptor {
             media_type: media_type.to_owned(),
@@ -181,11 +181,7 @@ impl Store {
                 digest: digest.clone(),
                 reason: "it is missing".to_owned(),
             },
-            _ => StoreError::Io {
-                action: "open",
-                path: path.clone(),
-                source,
-            },
+            _ => IoError::new("open", &path, source).into(),
         })?;
         Ok(VerifyingReader::new(file, digest.clone(), size))
     }
@@ -220,7 +216,7 @@ impl Store {
 
     pub fn read_index(&self) -> Result<Index> {
         let path = self.index_path();
-        let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+        let bytes = fs::read(&path).map_err(IoError::at("read", &path))?;
         serde_json::from_slice(&bytes).map_err(|error| StoreError::InvalidLayout {
             path: path.clone(),
             reason: error.to_string(),
@@ -234,17 +230,14 @@ impl Store {
     /// Writes `bytes` to a temp file, fsyncs it and renames it over `path`.
     pub(crate) fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut temp = tempfile::NamedTempFile::new_in(self.tmp_dir())
-            .map_err(io_error("create a temp file in", &self.tmp_dir()))?;
+            .map_err(IoError::at("create a temp file in", &self.tmp_dir()))?;
         temp.write_all(bytes)
-            .map_err(io_error("write", temp.path()))?;
+            .map_err(IoError::at("write", temp.path()))?;
         temp.as_file()
             .sync_all()
-            .map_err(io_error("sync", temp.path()))?;
-        temp.persist(path).map_err(|error| StoreError::Io {
-            action: "replace",
-            path: path.to_owned(),
-            source: error.error,
-        })?;
+            .map_err(IoError::at("sync", temp.path()))?;
+        temp.persist(path)
+            .map_err(|error| IoError::new("replace", path, error.error))?;
         sync_dir(&self.root)
     }
 

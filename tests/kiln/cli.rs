@@ -282,3 +282,24 @@ fn help_describes_every_argument() {
         );
     }
 }
+
+/// `KILN_HOME` may be relative: it means the same folder to kiln and to
+/// the sandbox helpers it starts in other folders.
+#[test]
+fn a_relative_home_works() {
+    let env = TestEnv::new();
+    let template = env.write(
+        "relative.toml",
+        &format!(
+            "{}\n[[provisioner]]\ntype = \"shell\"\ninline = [\"echo ok > /ok\"]\n",
+            crate::util::busybox_template("relative", "1")
+        ),
+    );
+    env.kiln_with_env(
+        ["build", template.to_str().unwrap()],
+        &[("KILN_HOME", "kiln-home")],
+    )
+    .expect_code(0);
+    assert!(env.stored_digest("relative:1").is_some());
+    env.assert_no_leftovers();
+}
