@@ -133,8 +133,10 @@ pub enum BuildError {
     },
     #[error("failed to make the image's file index")]
     FileIndex(#[from] IndexError),
-    #[error("failed to store the image")]
-    Store(#[source] Box<StoreError>),
+    /// The store could not be opened, written or read; a version stored
+    /// with another digest says so itself.
+    #[error(transparent)]
+    Store(Box<StoreError>),
     #[error("post-processor {number} ({kind}) failed (the image stays in the store)")]
     Artifact {
         /// 1 for the first `[[post_processor]]`.
@@ -275,7 +277,7 @@ pub fn build(
         redactor: &redactor,
         cancelled,
     };
-    let result = BuildContext::open(plan, options, &runner).and_then(|mut cx| cx.run());
+    let result = BuildContext::open(plan, options, &runner).and_then(|cx| cx.run());
     if let Err(error) = &result {
         reporter.report(Event::BuildFailed {
             build: plan.reference.clone(),
@@ -286,7 +288,7 @@ pub fn build(
 }
 
 impl BuildContext<'_> {
-    fn run(&mut self) -> Result<Built, BuildError> {
+    fn run(&self) -> Result<Built, BuildError> {
         let template = &self.plan.template;
         self.report(Event::BuildStarted {
             build: self.plan.reference.clone(),

@@ -41,7 +41,7 @@ struct Finished {
 impl BuildContext<'_> {
     /// Runs (or reuses) every stage; returns the image so far and what
     /// each stage did.
-    pub(super) fn run_stages(&mut self) -> Result<(ImageBuilder, Vec<StageRecord>), BuildError> {
+    pub(super) fn run_stages(&self) -> Result<(ImageBuilder, Vec<StageRecord>), BuildError> {
         let plan = self.plan;
         let last_keys = self.cache.last_build(&plan.template.path);
         let mut image = ImageBuilder::default();
@@ -217,8 +217,7 @@ impl BuildContext<'_> {
             .work
             .fresh_dir("source")
             .map_err(IoError::at("create", self.work.path()))?;
-        let variables = &self.plan.variables;
-        let cx = self.stage_context(stage, variables);
+        let cx = self.stage_context(stage);
         match source {
             Source::Scratch => {}
             Source::Tarball(tarball) => tarball.unpack(&root)?,
@@ -230,18 +229,14 @@ impl BuildContext<'_> {
         Ok(root)
     }
 
-    fn stage_context<'c>(
-        &'c self,
-        stage: &PlannedStage,
-        variables: &'c [(String, String)],
-    ) -> StageContext<'c> {
+    fn stage_context(&self, stage: &PlannedStage) -> StageContext<'_> {
         StageContext {
             runner: self.runner,
             number: stage.number,
             work: self.work.path(),
             template_dir: self.plan.template_dir(),
             epoch: self.plan.epoch,
-            variables,
+            variables: &self.plan.variables,
         }
     }
 
@@ -256,7 +251,7 @@ impl BuildContext<'_> {
         let provisioner = &self.plan.template.provisioners[index];
         let upper = format!("upper{}", stage.number);
         let work = format!("work{}", stage.number);
-        let cx = self.stage_context(stage, &self.plan.variables);
+        let cx = self.stage_context(stage);
         let mut attempt = 0;
         loop {
             for dir in [upper.as_str(), work.as_str(), "merged"] {
@@ -360,7 +355,10 @@ impl BuildContext<'_> {
             };
             let layer = bake::bake_layer(&self.store, tree, options, &mut report)?;
             if let Some(directory) = host_folder {
-                let planned = stage.key.files.values().next();
+                let planned = stage
+                    .key
+                    .files
+                    .get(&directory.key_name(self.plan.template_dir()));
                 if planned != Some(&layer.diff_id) {
                     return Err(SourceError::Changed {
                         path: directory.path.clone(),

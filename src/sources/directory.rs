@@ -41,13 +41,20 @@ impl DirectorySource {
         }
     }
 
-    /// The digest of the tar the folder bakes into.
+    /// The digest of the tar the folder bakes into, under the folder's
+    /// [`DirectorySource::key_name`].
     pub fn key_inputs(&self, inputs: &mut KeyInputs) -> Result<(), KeyError> {
         let DirectorySource { path } = self;
         let digest = crate::bake::tree_digest(path, Self::tree_options(inputs.epoch))
             .map_err(KeyError::at(path))?;
         inputs.file_digest(inputs.relative(path), digest);
         Ok(())
+    }
+
+    /// The name the stage key gives the folder's digest: its path relative
+    /// to the template's folder `dir`.
+    pub fn key_name(&self, dir: &Path) -> String {
+        relative(&self.path, dir)
     }
 }
 

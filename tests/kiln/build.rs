@@ -1025,3 +1025,99 @@ fn sensitive_values_stay_out_of_output_config_and_history() {
         }
     }
 }
+
+/// A directory source is baked where it is, not copied: its layer is the
+/// one the same tree gives as a tarball, the folder serves as the lower of
+/// the stages above it, and a changed file in it runs it again.
+#[test]
+fn a_directory_source_is_baked_where_it_is() {
+    let env = TestEnv::new();
+    let tarball = crate::util::busybox_tarball();
+    let tree = env.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xpzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(tree.join("etc/motd"), "from the folder\n").unwrap();
+    let write = |version: &str| {
+        env.write(
+            "dir.toml",
+            &format!(
+                "[image]\nname = \"dir\"\nversion = \"{version}\"\n\n[source]\ntype = \"directory\"\npath = \"tree\"\n\n\
+                 [[provisioner]]\ntype = \"shell\"\ninline = [\"cat /etc/motd > /etc/copy\"]\n"
+            ),
+        )
+    };
+    let layer_of = |outcome: &crate::util::Outcome, stage: u64| -> String {
+        outcome
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|event| event["event"] == "stage_finished" && event["stage"] == stage)
+            .map(|event| {
+                event["result"]["layer"]["digest"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .unwrap()
+    };
+    let reasons = |outcome: &crate::util::Outcome| -> Vec<String> {
+        outcome
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|event| event["event"] == "stage_finished")
+            .map(|event| match event["cache"]["status"].as_str().unwrap() {
+                "hit" => "hit".to_owned(),
+                _ => event["cache"]["reason"].as_str().unwrap().to_owned(),
+            })
+            .collect()
+    };
+    let template = write("1");
+    let first = env.kiln(["build", "--json", template.to_str().unwrap()]);
+    first.expect_code(0);
+    assert_eq!(reasons(&first), ["first build", "first build"]);
+    let trees = std::fs::read_dir(env.home().join("cache/trees"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        trees, 1,
+        "only the shell stage's tree is kept; the folder is its own"
+    );
+    let rootfs = env.umoci_unpack("dir:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/copy")).unwrap(),
+        "from the folder\n",
+        "the stage above ran on the folder"
+    );
+
+    // The same tree as a tarball gives the same layer, byte for byte.
+    std::fs::remove_file(tree.join("etc/motd")).unwrap();
+    let plain = env.write(
+        "plain.toml",
+        "[image]\nname = \"plain-dir\"\nversion = \"1\"\n\n[source]\ntype = \"directory\"\npath = \"tree\"\n",
+    );
+    let from_folder = env.kiln(["build", "--json", plain.to_str().unwrap()]);
+    from_folder.expect_code(0);
+    let from_tarball = env.write("tarball.toml", &busybox_template("plain-tarball", "1"));
+    let from_tarball = env.kiln(["build", "--json", from_tarball.to_str().unwrap()]);
+    from_tarball.expect_code(0);
+    assert_eq!(layer_of(&from_folder, 0), layer_of(&from_tarball, 0));
+
+    std::fs::write(tree.join("etc/motd"), "from the folder\n").unwrap();
+    let again = env.kiln(["build", "--json", template.to_str().unwrap()]);
+    again.expect_code(0);
+    assert_eq!(reasons(&again), ["hit", "hit"]);
+    std::fs::write(tree.join("etc/motd"), "changed\n").unwrap();
+    let template = write("2");
+    let changed = env.kiln(["build", "--json", template.to_str().unwrap()]);
+    changed.expect_code(0);
+    assert_eq!(reasons(&changed), ["file changed: tree", "parent changed"]);
+    env.assert_no_leftovers();
+}
