@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::key::{KeyError, KeyInputs};
 use crate::provisioners::shell::{ShellBody, ShellSpec, check_body};
 use crate::reference::Digest;
+use crate::sandbox::Network;
 use crate::template::check::Checker;
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
@@ -22,6 +23,7 @@ struct RawTest {
     #[serde(default)]
     env: BTreeMap<String, String>,
     timeout: Option<String>,
+    network: Option<Network>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +32,9 @@ pub struct ImageTest {
     pub body: ShellBody,
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
+    /// `none` unless the test says otherwise: a test checks the image, not
+    /// the world.
+    pub network: Network,
 }
 
 impl ImageTest {
@@ -42,12 +47,14 @@ impl ImageTest {
             body,
             env,
             timeout,
+            network,
         } = self;
         inputs.setting("name", name);
         body.key_inputs(inputs)?;
         inputs
             .setting("env", env)
             .setting("timeout", timeout)
+            .setting("network", network)
             .setting_digest("variables", variables.clone());
         Ok(())
     }
@@ -62,6 +69,7 @@ impl ImageTest {
             max_retries: 0,
             workdir: None,
             cache: true,
+            network: self.network,
         }
     }
 }
@@ -107,6 +115,7 @@ pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<ImageTest>> {
                 body: body?,
                 env: env?,
                 timeout: timeout?,
+                network: raw.network.unwrap_or(Network::None),
             })
         })
         .collect();

@@ -30,6 +30,7 @@ pub mod image_diff;
 pub mod image_test;
 pub mod io_error;
 pub mod oci;
+pub mod overlay_marks;
 pub mod pipeline;
 pub mod plan;
 pub mod post_processors;

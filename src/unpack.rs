@@ -25,7 +25,7 @@ pub enum Whiteouts {
     /// A plain root filesystem: names are taken literally.
     Literal,
     /// An OCI layer to be used as an overlay lower: whiteouts become 0/0
-    /// character devices, opaque markers the `trusted.overlay.opaque` xattr.
+    /// character devices, opaque markers the opaque mark ([`crate::overlay_marks`]).
     ToOverlay,
     /// An OCI layer applied onto the layers below it in the same folder:
     /// whiteouts remove what they name, opaque markers empty their folder.
@@ -176,7 +176,7 @@ fn write_entry<R: Read>(
             (Whiteouts::ToOverlay, true) => {
                 rustix::fs::fsetxattr(
                     dir.as_fd(),
-                    "trusted.overlay.opaque",
+                    crate::overlay_marks::OPAQUE,
                     b"y",
                     XattrFlags::empty(),
                 )?;
@@ -316,7 +316,7 @@ fn set_xattrs<R: Read>(fd: &OwnedFd, entry: &mut tar::Entry<'_, R>) -> Result<()
         let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
             continue;
         };
-        if name.starts_with(b"trusted.overlay.") {
+        if crate::overlay_marks::is_bookkeeping(name) {
             continue;
         }
         let name = OsStr::from_bytes(name);

@@ -26,11 +26,11 @@ pub struct TreeOptions {
     /// Seconds since the epoch: every mtime later than this is clamped to it.
     pub epoch: u64,
     /// The tree is an overlayfs upper directory: 0/0 character devices are
-    /// whiteouts and `trusted.overlay.opaque` marks opaque directories.
+    /// whiteouts and the opaque mark ([`crate::overlay_marks`]) marks
+    /// opaque directories.
     pub overlay_upper: bool,
 }
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
@@ -127,7 +127,8 @@ impl<W: Write> TreeWriter<W> {
         if file_type.is_dir() {
             let xattrs = self.xattrs(path)?;
             let opaque = self.options.overlay_upper
-                && xattr::get(path, OPAQUE_XATTR)?.is_some_and(|value| value == b"y");
+                && xattr::get(path, crate::overlay_marks::OPAQUE)?
+                    .is_some_and(|value| value == b"y");
             self.append(
                 &entry_path,
                 metadata,
@@ -252,7 +253,7 @@ impl<W: Write> TreeWriter<W> {
     fn xattrs(&self, path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
         let mut xattrs = Vec::new();
         for name in xattr::list(path)? {
-            if name.as_bytes().starts_with(b"trusted.overlay.") {
+            if crate::overlay_marks::is_bookkeeping(name.as_bytes()) {
                 continue;
             }
             if let Some(value) = xattr::get(path, &name)? {

@@ -23,7 +23,7 @@ use crate::reference::Digest;
 use crate::report::MissReason;
 
 /// Bumped when what a key covers, or how layers are baked, changes.
-const KEY_VERSION: &str = "kiln-stage-key-v2";
+const KEY_VERSION: &str = "kiln-stage-key-v3";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageKey {

@@ -8,7 +8,8 @@
 //!   baking), never changed afterwards;
 //! - `last/TEMPLATE.json`: the keys of a template's last build, to say why
 //!   a stage missed;
-//! - `layers/DIFF_ID/tree`: unpacked layers of base images;
+//! - `layer-trees/DIFF_ID/tree`: unpacked layers of base images (with
+//!   overlayfs's `user.overlay.*` marks);
 //! - `tests/KEY`: a `[[test]]` passed with this key;
 //! - `artifacts/KEY-PATH.json`: an artifact a post-processor wrote for an
 //!   image, with its size, sha256 and how its file looked when written, so
@@ -99,6 +100,9 @@ pub enum Lookup {
     Damaged(String),
 }
 
+/// Where unpacked base layers live, below the cache.
+const LAYER_TREES: &str = "layer-trees";
+
 pub struct Cache {
     root: PathBuf,
     _lock: File,
@@ -127,7 +131,7 @@ impl Cache {
     /// Opens the cache under `home`, holding its shared lock until dropped.
     pub fn open(home: &Path) -> io::Result<Self> {
         let root = home.join("cache");
-        for dir in ["stages", "trees", "last", "layers", "tests", "artifacts"] {
+        for dir in ["stages", "trees", "last", LAYER_TREES, "tests", "artifacts"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let lock = File::create(root.join(".lock"))?;
@@ -173,7 +177,7 @@ impl Cache {
 
     /// The unpacked layers of base images live here.
     pub fn layers_dir(&self) -> PathBuf {
-        self.root.join("layers")
+        self.root.join(LAYER_TREES)
     }
 
     /// Finds the entry for `key` and checks it: its checksum, its tree's
@@ -459,8 +463,13 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
         }
     }
     if matches!(policy, PrunePolicy::All) {
-        for dir in fs::read_dir(root.join("layers"))? {
+        for dir in fs::read_dir(root.join(LAYER_TREES))? {
             fs::remove_dir_all(dir?.path())?;
+        }
+        // Base layers unpacked by a kiln that marked them for trusted.* overlays.
+        let legacy = root.join("layers");
+        if legacy.is_dir() {
+            fs::remove_dir_all(legacy)?;
         }
     }
     for dir in ["tests", "artifacts"] {

@@ -29,7 +29,7 @@ impl BuildContext<'_> {
             spec.version
         ));
         std::fs::create_dir_all(&destination).map_err(IoError::at("create", &destination))?;
-        let mut lowers = vec![format!("upper{}", stage.number)];
+        let mut lowers = vec![format!("stage{}/upper", stage.number)];
         lowers.extend(self.lower_names(image));
         let spec = Spec {
             base: self.work.path().to_owned(),

@@ -249,15 +249,20 @@ impl BuildContext<'_> {
         image: &ImageBuilder,
     ) -> Result<PathBuf, StageFailure> {
         let provisioner = &self.plan.template.provisioners[index];
-        let upper = format!("upper{}", stage.number);
-        let work = format!("work{}", stage.number);
+        let folder = format!("stage{}", stage.number);
+        let upper = format!("{folder}/upper");
+        let work = format!("{folder}/work");
         let cx = self.stage_context(stage);
         let mut attempt = 0;
         loop {
-            for dir in [upper.as_str(), work.as_str(), "merged"] {
+            for dir in [folder.as_str(), "merged"] {
                 self.work
                     .fresh_dir(dir)
                     .map_err(IoError::at("create", self.work.path()))?;
+            }
+            for dir in [&upper, &work] {
+                let path = self.work.path().join(dir);
+                std::fs::create_dir(&path).map_err(IoError::at("create", &path))?;
             }
             let overlay = Overlay {
                 lowers: self.lower_names(image),

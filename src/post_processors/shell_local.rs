@@ -5,14 +5,14 @@
 use super::context::PostContext;
 use super::error::PostError;
 use crate::io_error::IoError;
-use crate::provisioners::shell::{Place, ShellSpec, check_spec};
+use crate::provisioners::shell::{Place, ShellSpec, ShellTable, check_spec};
 use crate::sandbox::{Overlay, Spec};
 use crate::stage::OutputOf;
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<ShellSpec> {
-    check_spec(cx, at, false)
+    check_spec(cx, at, ShellTable::PostProcessor)
 }
 
 pub(crate) fn run(

@@ -98,7 +98,9 @@ pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<Provisioner>> {
             let at = KeyPath::root().key("provisioner").index(index);
             match cx.kind(&at, "provisioner", KINDS)?.as_str() {
                 "file" => file::check(cx, &at).map(Provisioner::File),
-                "shell" => shell::check_spec(cx, &at, true).map(Provisioner::Shell),
+                "shell" => {
+                    shell::check_spec(cx, &at, shell::ShellTable::Shell).map(Provisioner::Shell)
+                }
                 "shell-local" => shell_local::check(cx, &at).map(Provisioner::ShellLocal),
                 _ => unreachable!("Checker::kind only returns one of KINDS"),
             }

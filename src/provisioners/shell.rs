@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::key::{KeyError, KeyInputs};
 use crate::reference::Digest;
-use crate::sandbox::{Overlay, Spec, Task};
+use crate::sandbox::{Network, Overlay, Script, Spec, Task};
 use crate::stage::{StageContext, TaskError};
 use crate::template::check::{Checker, HostPath, relative};
 use crate::template::error::DiagnosticKind;
@@ -33,6 +33,7 @@ pub(crate) struct RawShell {
     max_retries: Option<u32>,
     workdir: Option<String>,
     cache: Option<bool>,
+    network: Option<Network>,
 }
 
 /// What a shell stage runs: inline commands, or script files from the host.
@@ -53,6 +54,20 @@ pub struct ShellSpec {
     pub max_retries: u32,
     pub workdir: Option<String>,
     pub cache: bool,
+    /// Where its commands reach: `isolated` unless the template says
+    /// otherwise (`host` for commands on the host).
+    pub network: Network,
+}
+
+/// Which shell table a check is of: what keys it takes beside the common ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShellTable {
+    /// A `shell` provisioner: `cache` and `network`.
+    Shell,
+    /// A `shell-local` provisioner: `cache`; it runs on the host's network.
+    ShellLocal,
+    /// A `shell-local` post-processor: neither.
+    PostProcessor,
 }
 
 /// Checks that exactly one of `inline`, `script` and `scripts` is given.
@@ -98,12 +113,12 @@ pub(crate) fn check_body(
         .map(ShellBody::Scripts)
 }
 
-/// Checks a shell table; `cache` is refused where it means nothing
-/// (post-processors).
+/// Checks a shell table; `cache` and `network` are refused where they
+/// mean nothing.
 pub(crate) fn check_spec(
     cx: &mut Checker<'_>,
     at: &KeyPath,
-    allow_cache: bool,
+    table: ShellTable,
 ) -> Option<ShellSpec> {
     let raw: RawShell = cx.shape(at, true)?;
     let body = check_body(
@@ -129,7 +144,7 @@ pub(crate) fn check_spec(
     let timeout = cx.optional_parsed(&at.key("timeout"), raw.timeout.as_deref(), "duration");
     let workdir = cx.optional_image_path(&at.key("workdir"), raw.workdir.as_deref());
     let cache = match raw.cache {
-        Some(_) if !allow_cache => {
+        Some(_) if table == ShellTable::PostProcessor => {
             cx.report_key(
                 &at.key("cache"),
                 DiagnosticKind::Invalid("`cache` applies to provisioners only".to_owned()),
@@ -137,6 +152,20 @@ pub(crate) fn check_spec(
             None
         }
         cache => Some(cache.unwrap_or(true)),
+    };
+    let network = match (raw.network, table) {
+        (Some(_), ShellTable::ShellLocal | ShellTable::PostProcessor) => {
+            cx.report_key(
+                &at.key("network"),
+                DiagnosticKind::Invalid(
+                    "`network` applies to commands in the image; shell-local runs on the host"
+                        .to_owned(),
+                ),
+            );
+            None
+        }
+        (network, ShellTable::Shell) => Some(network.unwrap_or_default()),
+        (None, _) => Some(Network::Host),
     };
     Some(ShellSpec {
         body: body?,
@@ -146,6 +175,7 @@ pub(crate) fn check_spec(
         max_retries: raw.max_retries.unwrap_or(0),
         workdir: workdir?,
         cache: cache?,
+        network: network?,
     })
 }
 
@@ -157,9 +187,6 @@ pub enum Place<'a> {
     /// On the host, from `cwd` (`shell-local`).
     OnHost { cwd: &'a Path },
 }
-
-/// A command line, and the host script to copy into the root's `/tmp` for it.
-type ScriptRun = (Vec<String>, Option<(PathBuf, String)>);
 
 /// The `PATH` commands inside an image root get, as Docker's RUN does.
 const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -221,6 +248,7 @@ impl ShellSpec {
             max_retries,
             workdir,
             cache: _,
+            network,
         } = self;
         body.key_inputs(inputs)?;
         inputs
@@ -229,15 +257,17 @@ impl ShellSpec {
             .setting("timeout", timeout)
             .setting("max_retries", max_retries)
             .setting("workdir", workdir)
+            .setting("network", network)
             .setting_digest("variables", variables.clone());
         Ok(())
     }
 
     /// The sandbox tasks of the stage: one for inline commands (run with
-    /// `-e`, stopping at the first failure), or one per script. In the
-    /// root, scripts are copied into its fresh `/tmp` first. `kiln_env` is
-    /// what kiln gives every command (the template's variables as
-    /// `KILN_VAR_NAME`, and the like); the stage's own `env` wins.
+    /// `-e`, stopping at the first failure), or one per script. Commands
+    /// and scripts reach the shell as files, never on its command line,
+    /// where every host user could read them. `kiln_env` is what kiln
+    /// gives every command (the template's variables as `KILN_VAR_NAME`,
+    /// and the like); the stage's own `env` wins.
     pub fn tasks(&self, place: Place<'_>, kiln_env: &[(String, String)]) -> Vec<Task> {
         let mut env: Vec<(String, String)> = Vec::new();
         if matches!(place, Place::InRoot) {
@@ -250,46 +280,35 @@ impl ShellSpec {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
-        let runs: Vec<ScriptRun> = match &self.body {
-            ShellBody::Inline(commands) => vec![(
-                vec![
-                    self.shell.clone(),
-                    "-e".to_owned(),
-                    "-c".to_owned(),
-                    commands.join("\n"),
-                ],
-                None,
-            )],
+        let scripts: Vec<(Script, bool)> = match &self.body {
+            ShellBody::Inline(commands) => vec![(Script::Text(commands.join("\n")), true)],
             ShellBody::Scripts(scripts) => scripts
                 .iter()
-                .enumerate()
-                .map(|(index, script)| match place {
-                    Place::OnHost { .. } => {
-                        (vec![self.shell.clone(), script.display().to_string()], None)
-                    }
-                    Place::InRoot => {
-                        let name = format!("kiln-script-{index}");
-                        (
-                            vec![self.shell.clone(), format!("/tmp/{name}")],
-                            Some((script.clone(), name)),
-                        )
-                    }
-                })
+                .map(|script| (Script::File(script.clone()), false))
                 .collect(),
         };
-        runs.into_iter()
-            .map(|(argv, script)| match place {
-                Place::OnHost { cwd } => Task::Host {
-                    argv,
-                    env: env.clone(),
-                    cwd: cwd.to_owned(),
-                },
-                Place::InRoot => Task::Chroot {
-                    argv,
-                    env: env.clone(),
-                    workdir: self.workdir.clone().unwrap_or_else(|| "/".to_owned()),
-                    scripts: script.into_iter().collect(),
-                },
+        scripts
+            .into_iter()
+            .map(|(script, inline)| {
+                let mut argv = vec![self.shell.clone()];
+                if inline {
+                    argv.push("-e".to_owned());
+                }
+                match place {
+                    Place::OnHost { cwd } => Task::Host {
+                        argv,
+                        env: env.clone(),
+                        cwd: cwd.to_owned(),
+                        script: Some(script),
+                    },
+                    Place::InRoot => Task::InRoot {
+                        argv,
+                        env: env.clone(),
+                        workdir: self.workdir.clone().unwrap_or_else(|| "/".to_owned()),
+                        script: Some(script),
+                        network: self.network,
+                    },
+                }
             })
             .collect()
     }

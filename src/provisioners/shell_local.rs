@@ -3,14 +3,14 @@
 //! Nothing confines them: they are the template author's own commands on
 //! the build host, as Packer's shell-local is.
 
-use super::shell::{Place, ShellSpec, check_spec};
+use super::shell::{Place, ShellSpec, ShellTable, check_spec};
 use crate::sandbox::Overlay;
 use crate::stage::{StageContext, TaskError};
 use crate::template::check::Checker;
 use crate::template::keypath::KeyPath;
 
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<ShellSpec> {
-    check_spec(cx, at, true)
+    check_spec(cx, at, ShellTable::ShellLocal)
 }
 
 pub(crate) fn run(

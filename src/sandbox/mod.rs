@@ -10,8 +10,15 @@
 //! kiln is killed, or kills the helper on a timeout, the whole process tree
 //! of the stage dies with it.
 
+mod caps;
+mod confine;
 mod helper;
+mod mounts;
+mod network;
+mod process;
+mod seccomp;
 mod spec;
+mod userns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -21,7 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub use helper::helper_main;
-pub use spec::{Overlay, Spec, Task};
+pub use spec::{Network, Overlay, Script, Spec, Task};
 
 /// The argument that starts the kiln binary as the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox";

@@ -99,6 +99,7 @@ impl DebootstrapSource {
                 argv: command(self, root)?,
                 env: vec![("SOURCE_DATE_EPOCH".to_owned(), cx.epoch.to_string())],
                 cwd: cx.work.to_owned(),
+                script: None,
             },
         };
         cx.run(&spec, None)?;
