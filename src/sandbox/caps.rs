@@ -8,6 +8,9 @@ use std::io;
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
 /// NET_BIND_SERVICE, SYS_CHROOT, SETFCAP.
 pub const DEFAULT: u64 = 0x8004_05fb;
+/// SYS_ADMIN: what a host tool that mounts inside its own user namespace
+/// needs beside the default set.
+pub const SYS_ADMIN: u64 = 1 << 21;
 
 fn last_capability() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -32,11 +35,11 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Cuts the bounding set to [`DEFAULT`], clears the ambient set, and makes
-/// the effective, permitted and inheritable sets [`DEFAULT`].
-pub fn limit_to_default() -> io::Result<()> {
+/// Cuts the bounding set to `set`, clears the ambient set, and makes the
+/// effective, permitted and inheritable sets `set`.
+pub fn limit_to(set: u64) -> io::Result<()> {
     for capability in 0..=last_capability() {
-        if DEFAULT & (1 << capability) == 0 {
+        if set & (1 << capability) == 0 {
             // SAFETY: prctl with these arguments only changes this process.
             let result =
                 unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability as libc::c_ulong, 0, 0, 0) };
@@ -66,8 +69,8 @@ pub fn limit_to_default() -> io::Result<()> {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let low = DEFAULT as u32;
-    let high = (DEFAULT >> 32) as u32;
+    let low = set as u32;
+    let high = (set >> 32) as u32;
     let data = [
         CapData {
             effective: low,

@@ -34,6 +34,7 @@ use super::mounts::{
 };
 use super::network::{self, ISOLATED_NAMESERVER, Slirp};
 use super::process::OnStop;
+use super::seccomp::Profile;
 use super::spec::{Network, Overlay, Script};
 use super::{caps, process, seccomp, userns};
 
@@ -72,7 +73,33 @@ pub struct Confined<'a> {
     pub workdir: &'a str,
     pub script: Option<&'a Script>,
     pub network: Network,
+    pub root: RootOf<'a>,
 }
+
+/// What a confined command's root is.
+pub enum RootOf<'a> {
+    /// The image: the overlay of its layers.
+    Image(&'a Overlay),
+    /// The host's own programs, for a host tool: its `/usr` and `/etc`
+    /// read-only, and these folders of the work folder, writable, at their
+    /// own paths.
+    Host { writable: &'a [String] },
+}
+
+/// The root's mounts, prepared by the helper.
+enum Layers {
+    /// The overlay's mount options, over layers mounted through the
+    /// stage's id mapping.
+    Overlay(String),
+    /// Writable folders mounted through the id mapping (under `ids/`), and
+    /// the host paths where the tool sees them.
+    Host(Vec<(PathBuf, PathBuf)>),
+}
+
+/// The top-level folders of the host a tool's root has: read-only copies
+/// of these, and empty mount points for the rest of [`TOOL_MOUNT_POINTS`].
+const TOOL_HOST_FOLDERS: &[&str] = &["usr", "etc"];
+const TOOL_MOUNT_POINTS: &[&str] = &["dev", "proc", "sys", "tmp"];
 
 /// The script's name in the root's `/tmp` (or `/dev`).
 const SCRIPT_NAME: &str = "kiln-script";
@@ -145,8 +172,8 @@ fn idmapped_layers(base: &Path, overlay: &Overlay, userns: &OwnedFd) -> Result<S
     Ok(options)
 }
 
-/// Runs a confined command on `overlay`; returns its exit code.
-pub fn run(base: &Path, overlay: &Overlay, command: &Confined<'_>) -> Result<i32, String> {
+/// Runs a confined command; returns its exit code.
+pub fn run(base: &Path, command: &Confined<'_>) -> Result<i32, String> {
     // Read as the helper, which may: the stage's root may not.
     let script = match command.script {
         None => None,
@@ -164,14 +191,33 @@ pub fn run(base: &Path, overlay: &Overlay, command: &Confined<'_>) -> Result<i32
         .map_err(fail("write the stage's resolv.conf"))?;
     }
     let userns = userns::create().map_err(fail("make the stage's user namespace"))?;
-    let options = idmapped_layers(base, overlay, &userns)?;
-    let root = base.join(&overlay.merged);
+    let (root, layers) = match &command.root {
+        RootOf::Image(overlay) => (
+            base.join(&overlay.merged),
+            Layers::Overlay(idmapped_layers(base, overlay, &userns)?),
+        ),
+        RootOf::Host { writable } => {
+            let root = base.join("tool-root");
+            std::fs::create_dir_all(&root).map_err(fail("make the tool's root"))?;
+            let mut binds = Vec::new();
+            for (index, folder) in writable.iter().enumerate() {
+                let source = base.join(folder);
+                let target = base.join(format!("ids/writable{index}"));
+                std::fs::create_dir_all(&target).map_err(fail("make a mount point"))?;
+                mounts::bind_idmapped(&source, &target, &userns, false).map_err(|error| {
+                    format!("failed to mount {folder} through the stage's id mapping: {error}")
+                })?;
+                binds.push((target, source));
+            }
+            (root, Layers::Host(binds))
+        }
+    };
     let (mut ready_read, ready_write) = pipe().map_err(fail("make a pipe"))?;
     let (go_read, mut go_write) = pipe().map_err(fail("make a pipe"))?;
     let setup = Setup {
         base,
         root: &root,
-        options: &options,
+        layers: &layers,
         command,
         script: script.as_deref(),
     };
@@ -223,7 +269,7 @@ pub fn run(base: &Path, overlay: &Overlay, command: &Confined<'_>) -> Result<i32
 struct Setup<'a> {
     base: &'a Path,
     root: &'a Path,
-    options: &'a str,
+    layers: &'a Layers,
     command: &'a Confined<'a>,
     script: Option<&'a [u8]>,
 }
@@ -319,18 +365,25 @@ fn prepare(setup: &Setup<'_>) -> io::Result<Option<String>> {
     let Setup {
         base,
         root,
-        options,
+        layers,
         command,
         script,
     } = *setup;
     let network = command.network;
     std::env::set_current_dir(base)?;
-    mounts::mount(Some("overlay"), root, Some("overlay"), 0, Some(options)).map_err(|error| {
-        io::Error::new(
-            error.kind(),
-            format!("failed to mount the stage's overlay ({options}): {error}"),
-        )
-    })?;
+    match layers {
+        Layers::Overlay(options) => {
+            mounts::mount(Some("overlay"), root, Some("overlay"), 0, Some(options)).map_err(
+                |error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!("failed to mount the stage's overlay ({options}): {error}"),
+                    )
+                },
+            )?;
+        }
+        Layers::Host(_) => host_root(root)?,
+    }
     // A mount point missing from the image is left alone rather than
     // made, so the layer never records kiln's scaffolding.
     let dev = root.join("dev");
@@ -453,7 +506,45 @@ fn prepare(setup: &Setup<'_>) -> io::Result<Option<String>> {
             }
         }
     }
+    // A tool's writable folders go on last, over the fresh /tmp too.
+    if let Layers::Host(binds) = layers {
+        for (source, path) in binds {
+            let target = root.join(path.strip_prefix("/").unwrap_or(path));
+            std::fs::create_dir_all(&target)?;
+            mounts::bind(source, &target, false)?;
+        }
+    }
     Ok(script_path)
+}
+
+/// A tool's root: a tmpfs with the host's top-level links (`bin ->
+/// usr/bin`), read-only copies of its [`TOOL_HOST_FOLDERS`], and the
+/// mount points the sandbox fills.
+fn host_root(root: &Path) -> io::Result<()> {
+    mounts::mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    for entry in std::fs::read_dir("/")? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let host = Path::new("/").join(&name);
+        let target = root.join(&name);
+        let metadata = std::fs::symlink_metadata(&host)?;
+        let name = name.to_string_lossy();
+        if metadata.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&host)?, &target)?;
+        } else if TOOL_HOST_FOLDERS.contains(&name.as_ref()) {
+            std::fs::create_dir(&target)?;
+            mounts::bind_tree(&host, &target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV)?;
+        } else if TOOL_MOUNT_POINTS.contains(&name.as_ref()) {
+            std::fs::create_dir(&target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves into the root for good, gives up what a container's process does
@@ -495,14 +586,18 @@ fn enter(setup: &Setup<'_>, script: Option<String>) -> io::Result<Command> {
         .env_clear()
         .envs(command.env.iter().cloned())
         .stdin(Stdio::null());
-    caps::limit_to_default().map_err(|error| {
+    let (capabilities, profile) = match command.root {
+        RootOf::Image(_) => (caps::DEFAULT, Profile::Stage),
+        RootOf::Host { .. } => (caps::DEFAULT | caps::SYS_ADMIN, Profile::Tool),
+    };
+    caps::limit_to(capabilities).map_err(|error| {
         io::Error::new(
             error.kind(),
             format!("failed to limit capabilities: {error}"),
         )
     })?;
     seccomp::no_new_privileges()?;
-    seccomp::install().map_err(|error| {
+    seccomp::install(profile).map_err(|error| {
         io::Error::new(
             error.kind(),
             format!("failed to install the seccomp filter: {error}"),

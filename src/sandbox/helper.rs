@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::confine::{self, Confined};
+use super::confine::{self, Confined, RootOf};
 use super::mounts::mount;
 use super::process::{catch_stop_signals, set_parent_death_signal, wait};
 use super::spec::{Overlay, Script, Spec, Task};
@@ -76,8 +76,26 @@ fn run_helper() -> Result<i32, String> {
             workdir,
             script: script.as_ref(),
             network: *network,
+            root: RootOf::Image(overlay),
         };
-        return confine::run(&spec.base, overlay, &command);
+        return confine::run(&spec.base, &command);
+    }
+    if let Task::Tool {
+        argv,
+        env,
+        writable,
+        network,
+    } = &spec.task
+    {
+        let command = Confined {
+            argv,
+            env,
+            workdir: "/",
+            script: None,
+            network: *network,
+            root: RootOf::Host { writable },
+        };
+        return confine::run(&spec.base, &command);
     }
 
     // Kiln's own work and host commands: in pid, uts and ipc namespaces
@@ -99,7 +117,9 @@ fn run_helper() -> Result<i32, String> {
     };
 
     match spec.task {
-        Task::InRoot { .. } => unreachable!("confined commands returned above"),
+        Task::InRoot { .. } | Task::Tool { .. } => {
+            unreachable!("confined commands returned above")
+        }
         Task::Host {
             mut argv,
             env,

@@ -55,12 +55,28 @@ const NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWTIME) as u32;
 
+/// Flags a host tool may pass for namespaces of its own (mount, pid, uts,
+/// ipc), inside its user namespace.
+const TOOL_NAMESPACE_FLAGS: u32 =
+    (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u32;
+
+/// What a filter lets through beside ordinary calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A stage or a test: no mounts, no namespaces.
+    Stage,
+    /// A host tool bootstrapping a root: mounts, and mount, pid, uts and
+    /// ipc namespaces, all inside its own user namespace.
+    Tool,
+}
+
 /// Refused whatever their arguments.
-fn refused() -> Vec<libc::c_long> {
-    let mut calls = vec![
-        libc::SYS_mount,
-        libc::SYS_umount2,
-        libc::SYS_pivot_root,
+fn refused(profile: Profile) -> Vec<libc::c_long> {
+    let mut calls = Vec::new();
+    if profile == Profile::Stage {
+        calls.extend([libc::SYS_mount, libc::SYS_umount2, libc::SYS_pivot_root]);
+    }
+    calls.extend([
         libc::SYS_open_tree,
         libc::SYS_move_mount,
         libc::SYS_fsopen,
@@ -93,7 +109,7 @@ fn refused() -> Vec<libc::c_long> {
         libc::SYS_syslog,
         libc::SYS_vhangup,
         libc::SYS_userfaultfd,
-    ];
+    ]);
     #[cfg(target_arch = "x86_64")]
     calls.extend([
         libc::SYS_iopl,
@@ -118,7 +134,7 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
 }
 
 /// The filter's program.
-fn program() -> Vec<SockFilter> {
+fn program(profile: Profile) -> Vec<SockFilter> {
     let deny = RET_ERRNO | libc::EPERM as u32;
     let mut program = vec![
         statement(BPF_LD_W_ABS, ARCH),
@@ -131,7 +147,7 @@ fn program() -> Vec<SockFilter> {
         program.push(jump(BPF_JGE_K, X32_BIT, 0, 1));
         program.push(statement(BPF_RET_K, deny));
     }
-    for call in refused() {
+    for call in refused(profile) {
         program.push(jump(BPF_JEQ_K, call as u32, 0, 1));
         program.push(statement(BPF_RET_K, deny));
     }
@@ -139,12 +155,16 @@ fn program() -> Vec<SockFilter> {
     // ENOSYS makes libc fall back to clone, whose flags it can.
     program.push(jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1));
     program.push(statement(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32));
-    // clone and unshare: no new namespaces. (clone's flags are its first
-    // argument on x86_64 and aarch64.)
+    // clone and unshare: no new namespaces (but a tool's own). (clone's
+    // flags are its first argument on x86_64 and aarch64.)
+    let forbidden = match profile {
+        Profile::Stage => NAMESPACE_FLAGS,
+        Profile::Tool => NAMESPACE_FLAGS & !TOOL_NAMESPACE_FLAGS,
+    };
     for call in [libc::SYS_clone, libc::SYS_unshare] {
         program.push(jump(BPF_JEQ_K, call as u32, 0, 4));
         program.push(statement(BPF_LD_W_ABS, ARG0));
-        program.push(jump(BPF_JSET_K, NAMESPACE_FLAGS, 0, 1));
+        program.push(jump(BPF_JSET_K, forbidden, 0, 1));
         program.push(statement(BPF_RET_K, deny));
         program.push(statement(BPF_RET_K, RET_ALLOW));
     }
@@ -154,8 +174,8 @@ fn program() -> Vec<SockFilter> {
 
 /// Installs the filter on this process and everything it starts. Needs no
 /// new privileges set first.
-pub fn install() -> io::Result<()> {
-    let program = program();
+pub fn install(profile: Profile) -> io::Result<()> {
+    let program = program(profile);
     let fprog = SockFprog {
         len: u16::try_from(program.len())
             .map_err(|_| io::Error::other("the filter is too long"))?,

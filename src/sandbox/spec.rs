@@ -74,6 +74,17 @@ pub enum Task {
         script: Option<Script>,
         network: Network,
     },
+    /// A program of the host (mmdebstrap), confined as a stage is, but in a
+    /// root of the host's own `/usr` and `/etc`, read-only, with the
+    /// folders of the work folder named in `writable` at their own paths.
+    /// It may mount and make mount and pid namespaces of its own, inside
+    /// its user namespace (mmdebstrap sets up the root it bootstraps so).
+    Tool {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        writable: Vec<String>,
+        network: Network,
+    },
     /// A command on the host, with `KILN_ROOT` set to the mounted root
     /// (when there is an overlay). A script is written into the work folder
     /// and its path added to `argv`.

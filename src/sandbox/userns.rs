@@ -59,8 +59,10 @@ pub fn create() -> io::Result<OwnedFd> {
             return Err(io::Error::other("the kernel refused a new user namespace"));
         }
         let map = format!("0 {ID_BASE} {ID_COUNT}\n");
+        // Written by the helper, which holds CAP_SETUID and CAP_SETGID in
+        // the parent namespace: setgroups stays allowed inside, as programs
+        // that drop privileges (apt's _apt user) need.
         std::fs::write(format!("/proc/{child}/uid_map"), &map)?;
-        std::fs::write(format!("/proc/{child}/setgroups"), "deny\n")?;
         std::fs::write(format!("/proc/{child}/gid_map"), &map)?;
         std::fs::File::open(format!("/proc/{child}/ns/user")).map(OwnedFd::from)
     })();

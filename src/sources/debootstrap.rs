@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SourceError;
 use crate::cache::key::KeyInputs;
-use crate::sandbox::{Spec, Task};
+use crate::sandbox::{Network, Spec, Task};
 use crate::stage::StageContext;
 
 use crate::template::check::Checker;
@@ -89,17 +89,29 @@ impl DebootstrapSource {
             .setting("arch", &self.arch_used());
     }
 
-    /// Makes the root in `root` with mmdebstrap (or debootstrap), on the
-    /// host, in the stage's sandbox.
+    /// Makes the root in `root` (a folder of the work folder) with
+    /// mmdebstrap, confined as a stage is: package scripts run as the root
+    /// of a user namespace, on the stage's isolated network, with only
+    /// `root` writable.
     pub fn run(&self, cx: &StageContext<'_>, root: &Path) -> Result<(), SourceError> {
+        let folder = root
+            .strip_prefix(cx.work)
+            .unwrap_or(root)
+            .display()
+            .to_string();
         let spec = Spec {
             base: cx.work.to_owned(),
             overlay: None,
-            task: Task::Host {
+            task: Task::Tool {
                 argv: command(self, root)?,
-                env: vec![("SOURCE_DATE_EPOCH".to_owned(), cx.epoch.to_string())],
-                cwd: cx.work.to_owned(),
-                script: None,
+                env: vec![
+                    ("PATH".to_owned(), TOOL_PATH.to_owned()),
+                    ("HOME".to_owned(), "/root".to_owned()),
+                    ("TMPDIR".to_owned(), "/tmp".to_owned()),
+                    ("SOURCE_DATE_EPOCH".to_owned(), cx.epoch.to_string()),
+                ],
+                writable: vec![folder],
+                network: Network::Isolated,
             },
         };
         cx.run(&spec, None)?;
@@ -233,41 +245,32 @@ pub fn host_mirror() -> Option<String> {
     None
 }
 
-/// The command that makes the root in `root`: mmdebstrap when installed,
-/// else debootstrap.
+/// Where the confined mmdebstrap finds programs.
+const TOOL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The mmdebstrap command that makes the root in `root`. Its unshare mode
+/// run as the root of kiln's user namespace makes no namespace of users
+/// of its own: it mounts what the bootstrap needs in mount and pid
+/// namespaces inside kiln's, and binds device nodes where it cannot make
+/// them.
 fn command(source: &DebootstrapSource, root: &Path) -> Result<Vec<String>, SourceError> {
-    let mirror = source.mirror_used();
-    let mut argv: Vec<String> = Vec::new();
-    if on_path("mmdebstrap") {
-        argv.extend([
-            "mmdebstrap".to_owned(),
-            "--mode=root".to_owned(),
-            "--format=directory".to_owned(),
-        ]);
-        argv.push(format!("--variant={}", source.variant));
-        if !source.include.is_empty() {
-            argv.push(format!("--include={}", source.include.join(",")));
-        }
-        if let Some(arch) = &source.arch {
-            argv.push(format!("--architectures={arch}"));
-        }
-    } else if on_path("debootstrap") {
-        if !["minbase", "buildd"].contains(&source.variant.as_str()) {
-            return Err(SourceError::VariantNeedsMmdebstrap(source.variant.clone()));
-        }
-        argv.push("debootstrap".to_owned());
-        argv.push(format!("--variant={}", source.variant));
-        if !source.include.is_empty() {
-            argv.push(format!("--include={}", source.include.join(",")));
-        }
-        if let Some(arch) = &source.arch {
-            argv.push(format!("--arch={arch}"));
-        }
-    } else {
+    if !on_path("mmdebstrap") {
         return Err(SourceError::NoBootstrapTool);
+    }
+    let mut argv: Vec<String> = vec![
+        "mmdebstrap".to_owned(),
+        "--mode=unshare".to_owned(),
+        "--format=directory".to_owned(),
+        format!("--variant={}", source.variant),
+    ];
+    if !source.include.is_empty() {
+        argv.push(format!("--include={}", source.include.join(",")));
+    }
+    if let Some(arch) = &source.arch {
+        argv.push(format!("--architectures={arch}"));
     }
     argv.push(source.suite.clone());
     argv.push(root.display().to_string());
-    argv.extend(mirror);
+    argv.extend(source.mirror_used());
     Ok(argv)
 }

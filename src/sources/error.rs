@@ -25,10 +25,10 @@ pub enum SourceError {
         planned: Digest,
         baked: Digest,
     },
-    #[error("neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap")]
+    #[error(
+        "mmdebstrap is not installed: apt-get install mmdebstrap (kiln runs it confined, in a user namespace)"
+    )]
     NoBootstrapTool,
-    #[error("debootstrap has no variant `{0}`; install mmdebstrap (apt-get install mmdebstrap)")]
-    VariantNeedsMmdebstrap(String),
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
     #[error("failed to unpack {}", path.display())]
