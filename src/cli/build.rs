@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln::pipeline::{self, BuildError, BuildOptions, Built, OnError};
 use kiln::plan::{self, BuildPlan, PlanOptions};
-use kiln::template::{self, variables::VarInputs};
+use kiln::template::variables::VarInputs;
 
 use super::{Exit, diagnostics, reporters};
 
@@ -66,10 +66,7 @@ pub fn exit_of(error: &BuildError) -> Exit {
 fn plans(args: &BuildArgs, epoch: u64) -> Result<Vec<BuildPlan>, Exit> {
     let mut templates = Vec::new();
     for path in &args.templates {
-        match template::load(path, &args.inputs) {
-            Ok(template) => templates.push(template),
-            Err(error) => diagnostics::print_template_error(&error),
-        }
+        templates.extend(diagnostics::load_template(path, &args.inputs));
     }
     if templates.len() != args.templates.len() {
         return Err(Exit::Usage);

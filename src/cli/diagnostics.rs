@@ -2,11 +2,13 @@
 //! the key path, the offending line underlined (miette), and a hint.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, NamedSource, SourceSpan};
 
-use kiln::template::TemplateError;
 use kiln::template::error::{Diagnostic, Origin};
+use kiln::template::variables::{ValueOrigin, VarInputs};
+use kiln::template::{Template, TemplateError};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("{headline}")]
@@ -64,6 +66,29 @@ pub fn render(diagnostic: &Diagnostic) -> String {
         .render_report(&mut out, &rendered)
         .expect("rendering into a String cannot fail");
     out.trim_end().to_owned()
+}
+
+/// Loads a template, printing what is wrong with it, and a warning for each
+/// sensitive value given on the command line, which every host user can
+/// read in the process list.
+pub fn load_template(path: &Path, inputs: &VarInputs) -> Option<Template> {
+    match kiln::template::load(path, inputs) {
+        Ok(template) => {
+            for variable in &template.variables {
+                if variable.sensitive && variable.origin == ValueOrigin::Flag {
+                    eprintln!(
+                        "warning: --var {name}=… shows the sensitive value in the host's process list; pass it as KILN_VAR_{name} or in a --var-file",
+                        name = variable.name
+                    );
+                }
+            }
+            Some(template)
+        }
+        Err(error) => {
+            print_template_error(&error);
+            None
+        }
+    }
 }
 
 pub fn print_template_error(error: &TemplateError) {

@@ -11,12 +11,8 @@ use kiln::template::variables::VarValue;
 use kiln::template::{self, Template, variables::VarInputs};
 
 pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
-    let template = match template::load(path, inputs) {
-        Ok(template) => template,
-        Err(error) => {
-            diagnostics::print_template_error(&error);
-            return Exit::Usage;
-        }
+    let Some(template) = diagnostics::load_template(path, inputs) else {
+        return Exit::Usage;
     };
     let planned = match super::build::source_date_epoch() {
         Ok(epoch) => {

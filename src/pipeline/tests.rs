@@ -31,7 +31,7 @@ impl BuildContext<'_> {
             let started = Instant::now();
             self.report(Event::TestStarted {
                 build: plan.reference.clone(),
-                name: test.name.clone(),
+                name: planned.name.clone(),
             });
             let key = planned.inputs.key(Some(digest));
             let cached = !self.options.no_cache && self.cache.test_passed(&key);
@@ -53,11 +53,12 @@ impl BuildContext<'_> {
                         task,
                     };
                     if let Err(failure) =
-                        self.runner.run(&spec, timeout, OutputOf::Test(&test.name))
+                        self.runner
+                            .run(&spec, timeout, OutputOf::Test(&planned.name))
                     {
                         self.report(Event::TestFinished {
                             build: plan.reference.clone(),
-                            name: test.name.clone(),
+                            name: planned.name.clone(),
                             seconds: started.elapsed().as_secs_f64(),
                             passed: false,
                             cached: false,
@@ -65,7 +66,7 @@ impl BuildContext<'_> {
                         return Err(match failure {
                             TaskError::Cancelled => BuildError::Cancelled,
                             failure => BuildError::Test {
-                                name: test.name.clone(),
+                                name: planned.name.clone(),
                                 failure,
                             },
                         });
@@ -73,7 +74,7 @@ impl BuildContext<'_> {
                 }
                 self.cache.record_test_pass(&key).map_err(IoError::at(
                     "record the result of test",
-                    std::path::Path::new(&test.name),
+                    std::path::Path::new(&planned.name),
                 ))?;
             }
             let seconds = if cached {
@@ -83,13 +84,13 @@ impl BuildContext<'_> {
             };
             self.report(Event::TestFinished {
                 build: plan.reference.clone(),
-                name: test.name.clone(),
+                name: planned.name.clone(),
                 seconds,
                 passed: true,
                 cached,
             });
             records.push(TestRecord {
-                name: test.name.clone(),
+                name: planned.name.clone(),
                 seconds,
                 outcome: "passed".to_owned(),
                 cached,

@@ -85,6 +85,7 @@ pub struct PlannedStage {
 pub struct PlannedTest {
     /// The template's test at this index.
     pub index: usize,
+    /// Its name, redacted: it is shown and stored.
     pub name: String,
     /// Its inputs; with the image's digest, its key.
     pub inputs: KeyInputs,
@@ -182,13 +183,14 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
         });
     }
 
+    let redactor = template.redactor();
     let mut tests = Vec::with_capacity(template.tests.len());
     for (index, test) in template.tests.iter().enumerate() {
         let mut inputs = KeyInputs::new("test", 0, &dir);
         test.key_inputs(&mut inputs, &variables_digest)?;
         tests.push(PlannedTest {
             index,
-            name: test.name.clone(),
+            name: redactor.redact(&test.name).into_owned(),
             inputs,
         });
     }

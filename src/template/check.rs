@@ -14,7 +14,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml_edit::{Item, Table, Value};
 
 use super::error::{Diagnostic, DiagnosticKind, Origin, SourceFile, closest};
-use super::interpolate::Scope;
+use super::interpolate::{Scope, Within};
 use super::keypath::{self, KeyPath, Segment};
 use super::values::Variable;
 
@@ -37,6 +37,9 @@ pub struct Checker<'a> {
     /// Declared variables left without a value (already reported).
     pub(crate) unresolved: BTreeSet<String>,
     pub(crate) image: Option<(String, String)>,
+    /// Where the strings being checked stand (the image config refuses
+    /// sensitive variables).
+    pub(crate) within: Within,
 }
 
 impl<'a> Checker<'a> {
@@ -49,6 +52,7 @@ impl<'a> Checker<'a> {
             variables: BTreeMap::new(),
             unresolved: BTreeSet::new(),
             image: None,
+            within: Within::Stage,
         }
     }
 
@@ -264,7 +268,7 @@ impl<'a> Checker<'a> {
                 .image
                 .as_ref()
                 .map(|(name, version)| (name.as_str(), version.as_str())),
-            allow_env: false,
+            within: self.within,
         }
     }
 
@@ -295,6 +299,9 @@ impl<'a> Checker<'a> {
                     DiagnosticKind::UndeclaredVariable(name) => {
                         Some(self.scope().undeclared_help(name))
                     }
+                    DiagnosticKind::SensitiveInImage(_) => Some(
+                        "give the value to the image at run time, or to a provisioner, which keeps it out of the image".to_owned(),
+                    ),
                     _ => None,
                 };
                 let span = keypath::value_span(self.document, at);

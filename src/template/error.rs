@@ -126,6 +126,10 @@ pub enum DiagnosticKind {
     },
     #[error("{0}")]
     Interpolation(String),
+    #[error(
+        "sensitive variable `{0}` cannot be used in [image]: the image config ships with the image, readable by anyone who pulls it"
+    )]
+    SensitiveInImage(String),
 }
 
 /// Reading a template failed: either the file could not be read, or its

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{Checker, optional, valid_env_name};
 use super::error::DiagnosticKind;
+use super::interpolate::Within;
 use super::keypath::KeyPath;
 use crate::reference::{ImageName, Version};
 
@@ -52,6 +53,7 @@ pub(crate) fn check(cx: &mut Checker<'_>) -> Option<ImageSpec> {
         return None;
     }
     let raw: RawImage = cx.shape(&at, false)?;
+    cx.within = Within::ImageConfig;
     let name: Option<ImageName> = cx.parsed(&at.key("name"), &raw.name, "image name");
     let version: Option<Version> = cx.parsed(&at.key("version"), &raw.version, "version");
     if let (Some(name), Some(version)) = (&name, &version) {
@@ -102,6 +104,7 @@ pub(crate) fn check(cx: &mut Checker<'_>) -> Option<ImageSpec> {
     let cmd = optional(raw.cmd.as_deref(), |raw| cx.texts(&at.key("cmd"), raw));
     let workdir = cx.optional_image_path(&at.key("workdir"), raw.workdir.as_deref());
     let user = cx.optional_text(&at.key("user"), raw.user.as_deref());
+    cx.within = Within::Stage;
     Some(ImageSpec {
         name: name?,
         version: version?,

@@ -2,8 +2,10 @@
 //!
 //! `${var.NAME}`, `${image.name}` and `${image.version}` everywhere but the
 //! `[image]` name and version themselves; `${env.NAME}` only inside variable
-//! defaults; `$${` is a literal `${`. A list variable inside a string is
-//! joined with spaces, as a shell would want its words.
+//! defaults, which cannot refer to other variables; `$${` is a literal `${`.
+//! A list variable inside a string is joined with spaces, as a shell would
+//! want its words. A sensitive variable cannot go into the image config:
+//! whatever is there ships with the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,8 +20,19 @@ pub struct Scope<'a> {
     pub unresolved: &'a BTreeSet<String>,
     /// `(name, version)` once `[image]` is resolved; `None` inside `[image]`.
     pub image: Option<(&'a str, &'a str)>,
-    /// Only variable defaults may read the host environment.
-    pub allow_env: bool,
+    pub within: Within,
+}
+
+/// Where the string being interpolated stands, for what it may refer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Within {
+    /// A variable's default: it may read the host environment, and no other
+    /// variable (defaults are resolved before any variable has a value).
+    VariableDefault,
+    /// An `[image]` field stored in the image config: no sensitive variable.
+    ImageConfig,
+    /// Anywhere else: stages, tests, post-processors, publish targets.
+    Stage,
 }
 
 impl Scope<'_> {
@@ -55,7 +68,15 @@ impl Scope<'_> {
             return Err(unknown_reference(expression));
         };
         match namespace {
+            "var" if self.within == Within::VariableDefault => {
+                Err(DiagnosticKind::Interpolation(format!(
+                    "a default cannot refer to `${{var.{name}}}`: defaults are read before any variable has a value (write `$${{` for a literal `${{`)"
+                )))
+            }
             "var" => match self.variables.get(name) {
+                Some(variable) if variable.sensitive && self.within == Within::ImageConfig => {
+                    Err(DiagnosticKind::SensitiveInImage(name.to_owned()))
+                }
                 Some(variable) => Ok(variable.value.to_interpolated()),
                 None if self.unresolved.contains(name) => {
                     Err(DiagnosticKind::VariableWithoutValue(name.to_owned()))
@@ -70,7 +91,9 @@ impl Scope<'_> {
                 (Some((_, version)), "version") => Ok(version.to_owned()),
                 _ => Err(unknown_reference(expression)),
             },
-            "env" if self.allow_env => Ok(std::env::var(name).unwrap_or_default()),
+            "env" if self.within == Within::VariableDefault => {
+                Ok(std::env::var(name).unwrap_or_default())
+            }
             "env" => Err(DiagnosticKind::Interpolation(format!(
                 "`${{env.{name}}}` is only allowed in variable defaults; declare a variable with default = \"${{env.{name}}}\""
             ))),
@@ -140,7 +163,7 @@ mod tests {
             variables: &variables,
             unresolved: &BTreeSet::new(),
             image: Some(("web", "1.0")),
-            allow_env: false,
+            within: Within::Stage,
         };
         assert_eq!(
             scope
@@ -173,7 +196,7 @@ mod tests {
             variables: &variables,
             unresolved: &unresolved,
             image: None,
-            allow_env: false,
+            within: Within::Stage,
         };
         let message = |text: &str| scope.interpolate(text).unwrap_err().to_string();
         assert_eq!(message("${var.greting}"), "undeclared variable `greting`");

@@ -14,7 +14,7 @@ use toml_edit::Value;
 
 use super::check::Checker;
 use super::error::{Diagnostic, DiagnosticKind, Origin, SourceFile, closest};
-use super::interpolate::Scope;
+use super::interpolate::{Scope, Within};
 use super::keypath::{self, KeyPath};
 pub use super::values::{ValueOrigin, VarValue, Variable, VariableType};
 
@@ -111,7 +111,7 @@ pub(crate) fn resolve(cx: &mut Checker<'_>, inputs: &VarInputs) -> BTreeMap<Stri
                         variables: &BTreeMap::new(),
                         unresolved: &BTreeSet::new(),
                         image: None,
-                        allow_env: true,
+                        within: Within::VariableDefault,
                     };
                     match env_scope.interpolate(text.value()) {
                         Ok(text) => Some(Value::from(text)),

@@ -975,32 +975,69 @@ fn a_debootstrap_source_without_its_tools_names_the_package() {
     env.assert_no_leftovers();
 }
 
+/// A sensitive value reaches the commands that use it and nothing else:
+/// not the progress, the `--json` events, the manifest, the stored
+/// documents, nor the host's process list while the stage runs.
 #[test]
-fn sensitive_values_stay_out_of_output_config_and_history() {
+fn sensitive_values_stay_out_of_output_process_list_and_store() {
     let env = TestEnv::new();
     let secret = "sup3r-s3cret-t0ken";
     let template = env.write(
         "secret.toml",
         &format!(
-            "[image]\nname = \"secret\"\nversion = \"1\"\nlabels = {{ token = \"${{var.token}}\" }}\nenv = [\"TOKEN=${{var.token}}\"]\ncmd = [\"--token\", \"${{var.token}}\"]\n\n\
+            "[image]\nname = \"secret\"\nversion = \"1\"\nlabels = {{ purpose = \"secrets\" }}\n\n\
              [variables.token]\nsensitive = true\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n\n\
-             [[provisioner]]\ntype = \"shell\"\ninline = [\"echo using ${{var.token}}\", \"echo \\\"$TOKEN\\\" | wc -c > /etc/token-length\"]\nenv = {{ TOKEN = \"${{var.token}}\" }}\n",
+             [[provisioner]]\ntype = \"shell\"\ninline = [\"echo using ${{var.token}}\", \"echo \\\"$TOKEN\\\" | wc -c > /etc/token-length\", \"sleep 2 # ${{var.token}}\"]\nenv = {{ TOKEN = \"${{var.token}}\" }}\n\n\
+             [[test]]\nname = \"token ${{var.token}} is not in the image\"\ninline = [\"! grep -r ${{var.token}} /etc\"]\n\n\
+             [[post_processor]]\ntype = \"manifest\"\n",
             crate::util::busybox_tarball().display()
         ),
     );
-    let outcome = env.kiln([
-        "build",
-        template.to_str().unwrap(),
-        "--var",
-        &format!("token={secret}"),
-    ]);
-    outcome.expect_code(0);
+    let output = env.path("out");
+    let mut child = env
+        .kiln_command([
+            "build",
+            "--json",
+            template.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+        .env("KILN_VAR_token", secret)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every process's command line, read as any host user may, while the
+    // stage runs its `sleep`.
+    let mut seen_sleep = false;
+    while child.try_wait().unwrap().is_none() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(
+                !cmdline.contains(secret),
+                "a process list shows the secret: {cmdline}"
+            );
+            seen_sleep |= cmdline.starts_with("sleep 2");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(seen_sleep, "the stage's sleep was never seen running");
+    let result = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
     assert!(
-        outcome.stderr.contains("| using <sensitive>"),
-        "{}",
-        outcome.stderr
+        stdout.contains("\"line\":\"using <sensitive>\""),
+        "{stdout}"
     );
-    assert!(!outcome.stdout.contains(secret) && !outcome.stderr.contains(secret));
+    assert!(
+        stdout.contains("\"name\":\"token <sensitive> is not in the image\""),
+        "{stdout}"
+    );
     // The command did get the real value.
     let rootfs = env.umoci_unpack("secret:1");
     assert_eq!(
@@ -1009,10 +1046,17 @@ fn sensitive_values_stay_out_of_output_config_and_history() {
             .trim(),
         (secret.len() + 1).to_string()
     );
+    let manifest = std::fs::read_to_string(output.join("kiln-manifest.json")).unwrap();
+    assert!(!manifest.contains(secret), "{manifest}");
+    assert!(
+        manifest.contains("token <sensitive> is not in the image"),
+        "{manifest}"
+    );
     // No JSON document of the store or the cache holds it.
     for dir in [
         env.store().join("blobs/sha256"),
         env.home().join("cache/stages"),
+        env.home().join("cache/tests"),
     ] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -335,6 +335,11 @@ fn sensitive_values_never_reach_output_or_errors() {
             !outcome.stdout.contains(secret) && !outcome.stderr.contains(secret),
             "{outcome:?}"
         );
+        assert!(
+            outcome.stderr.contains("warning: --var api_token=… shows the sensitive value in the host's process list; pass it as KILN_VAR_api_token"),
+            "{}",
+            outcome.stderr
+        );
         assert!(outcome.stdout.contains("<sensitive>"), "{}", outcome.stdout);
     }
 
@@ -420,4 +425,57 @@ fn list_variables_join_into_strings() {
     ]);
     outcome.expect_code(2);
     assert!(outcome.stderr.contains("not a list"), "{}", outcome.stderr);
+}
+
+/// The image config ships with the image: a sensitive variable there is a
+/// template error naming the key, not a value silently stored as
+/// `<sensitive>`.
+#[test]
+fn a_sensitive_variable_in_the_image_config_is_an_error() {
+    let env = TestEnv::new();
+    for (key, line) in [
+        (
+            "image.labels.token",
+            "labels = { token = \"${var.token}\" }",
+        ),
+        ("image.env[0]", "env = [\"TOKEN=${var.token}\"]"),
+        ("image.cmd[1]", "cmd = [\"--token\", \"${var.token}\"]"),
+        (
+            "image.description",
+            "description = \"made with ${var.token}\"",
+        ),
+    ] {
+        let template = env.write(
+            "secret.toml",
+            &format!(
+                "[image]\nname = \"t\"\nversion = \"1\"\n{line}\n\n[variables.token]\nsensitive = true\ndefault = \"hunter2-in-image\"\n\n[source]\ntype = \"scratch\"\n"
+            ),
+        );
+        let outcome = env.kiln(["validate", template.to_str().unwrap()]);
+        outcome.expect_code(2);
+        assert!(
+            outcome.stderr.contains(&format!(
+                "{key}: sensitive variable `token` cannot be used in [image]"
+            )),
+            "{key}: {}",
+            outcome.stderr
+        );
+        assert!(
+            outcome.stderr.contains("secret.toml:4:"),
+            "{}",
+            outcome.stderr
+        );
+        assert!(
+            !outcome.stderr.contains("hunter2-in-image"),
+            "{}",
+            outcome.stderr
+        );
+    }
+    // `$${var.token}` is literal text, not a use.
+    let template = env.write(
+        "literal.toml",
+        "[image]\nname = \"t\"\nversion = \"1\"\nlabels = { doc = \"set $${var.token}\" }\n\n[variables.token]\nsensitive = true\ndefault = \"x\"\n\n[source]\ntype = \"scratch\"\n",
+    );
+    env.kiln(["validate", template.to_str().unwrap()])
+        .expect_code(0);
 }

@@ -74,6 +74,24 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let mut command = self.kiln_command(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run the kiln binary");
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The `kiln` command [`TestEnv::kiln`] runs, to spawn it instead.
+    pub fn kiln_command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
         command.args(args).current_dir(self.root());
         for (name, _) in std::env::vars_os() {
@@ -84,15 +102,7 @@ impl TestEnv {
         command
             .env("KILN_HOME", self.path("kiln-home"))
             .env("NO_COLOR", "1");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let output = command.output().expect("run the kiln binary");
-        Outcome {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 }
 
