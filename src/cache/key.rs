@@ -193,6 +193,12 @@ fn digest_path(path: &Path) -> Result<Digest, KeyError> {
     let metadata = std::fs::metadata(path).map_err(KeyError::at(path))?;
     if metadata.is_dir() {
         digest_tree(path).map_err(KeyError::at(path))
+    } else if !metadata.is_file() {
+        // A FIFO or a device would block, or never end.
+        Err(KeyError::at(path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file or a folder",
+        )))
     } else {
         let (digest, _) = digest_file(path).map_err(KeyError::at(path))?;
         // The mode of a copied file ends up in the layer.

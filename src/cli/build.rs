@@ -183,8 +183,15 @@ fn print_build_error(plan: &BuildPlan, error: &BuildError) {
             eprintln!("  | {line}");
         }
     }
-    if let Some(kept) = error.kept_root() {
-        eprintln!("the failed stage's root is kept at {}", kept.display());
-        eprintln!("enter it with: chroot {} /bin/sh", kept.display());
+    match error.kept_root() {
+        Some(Ok(kept)) => {
+            eprintln!("the failed stage's root is kept at {}", kept.display());
+            eprintln!("enter it with: chroot {} /bin/sh", kept.display());
+        }
+        Some(Err(failure)) => eprintln!(
+            "error: failed to keep the failed stage's root: {}",
+            redactor.redact(&diagnostics::error_chain(failure))
+        ),
+        None => {}
     }
 }

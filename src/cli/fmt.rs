@@ -24,7 +24,7 @@ pub fn run(templates: &[PathBuf], check: bool) -> Exit {
 }
 
 fn format_one(path: &Path, check: bool) -> Exit {
-    let text = match std::fs::read_to_string(path) {
+    let text = match kiln::template::read_text(path) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("error: failed to read {}: {error}", path.display());
@@ -36,10 +36,7 @@ fn format_one(path: &Path, check: bool) -> Exit {
         Err(error) => {
             let diagnostic = Diagnostic {
                 origin: Origin::File {
-                    file: Arc::new(SourceFile {
-                        path: path.to_owned(),
-                        text,
-                    }),
+                    file: Arc::new(SourceFile::new(path.to_owned(), text)),
                     span: error.span.clone(),
                 },
                 key: KeyPath::root(),

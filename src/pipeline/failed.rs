@@ -1,6 +1,8 @@
 //! `--on-error abort`: a failed stage's root (the layers below it and what
 //! it had changed) copied out of the work folder before the work folder is
-//! removed, for a person to look into with `chroot`.
+//! removed, for a person to look into with `chroot`. A copy that fails
+//! (the disk is full, as it may well be when the stage failed) is removed:
+//! the stage's own failure is what the build reports.
 
 use std::path::PathBuf;
 
@@ -42,8 +44,13 @@ impl BuildContext<'_> {
                 destination: destination.clone(),
             },
         };
-        self.runner
-            .run(&spec, None, OutputOf::Stage(stage.number))?;
-        Ok(destination)
+        match self.runner.run(&spec, None, OutputOf::Stage(stage.number)) {
+            Ok(()) => Ok(destination),
+            Err(error) => {
+                // Half a root would pass for the one that failed.
+                let _ = std::fs::remove_dir_all(&destination);
+                Err(error.into())
+            }
+        }
     }
 }

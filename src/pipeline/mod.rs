@@ -116,14 +116,9 @@ pub enum BuildError {
         kind: &'static str,
         #[source]
         failure: Box<StageFailure>,
-        /// Where `--on-error abort` kept the failed stage's root.
-        kept: Option<PathBuf>,
-    },
-    #[error("failed to keep the failed root of stage {stage}")]
-    KeepFailedRoot {
-        stage: usize,
-        #[source]
-        failure: Box<StageFailure>,
+        /// With `--on-error abort`: where the failed stage's root was
+        /// kept, or why it could not be (nothing half-copied is left).
+        kept: Option<Result<PathBuf, Box<StageFailure>>>,
     },
     #[error("test `{name}` failed")]
     Test {
@@ -195,10 +190,13 @@ impl BuildError {
         }
     }
 
-    /// Where `--on-error abort` kept the failed stage's root.
-    pub fn kept_root(&self) -> Option<&Path> {
+    /// Where `--on-error abort` kept the failed stage's root, or why it
+    /// could not.
+    pub fn kept_root(&self) -> Option<Result<&Path, &StageFailure>> {
         match self {
-            BuildError::Stage { kept, .. } => kept.as_deref(),
+            BuildError::Stage {
+                kept: Some(kept), ..
+            } => Some(kept.as_ref().map(PathBuf::as_path).map_err(Box::as_ref)),
             _ => None,
         }
     }

@@ -523,15 +523,7 @@ impl BuildContext<'_> {
             && matches!(task, Some(TaskError::Failed { .. }))
             && let Step::Provisioner(_) = stage.step
         {
-            match self.keep_failed_root(stage, image) {
-                Ok(path) => kept = Some(path),
-                Err(error) => {
-                    return BuildError::KeepFailedRoot {
-                        stage: stage.number,
-                        failure: Box::new(error),
-                    };
-                }
-            }
+            kept = Some(self.keep_failed_root(stage, image).map_err(Box::new));
         }
         BuildError::Stage {
             stage: stage.number,

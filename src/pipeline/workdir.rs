@@ -5,7 +5,9 @@
 //! killed outright leaves its folder behind; it holds a lock on it while it
 //! lives, so the next build can tell an abandoned folder from a busy one
 //! and remove it. A folder is locked before it gets its `build-` name, so
-//! no build ever sees a live folder unlocked.
+//! no build ever sees a live folder unlocked. A folder is renamed
+//! `.removing-…` before it is removed, so one whose removal was cut short
+//! (its lock file may be gone already) is still known for what it is.
 
 use std::fs::{self, File};
 use std::io;
@@ -19,6 +21,7 @@ pub struct WorkDir {
 const LOCK: &str = ".lock";
 const PREFIX: &str = "build-";
 const STARTING: &str = ".starting-";
+const REMOVING: &str = ".removing-";
 
 /// A folder still called `.starting-…` this long after it was made belongs
 /// to a build killed while it started.
@@ -61,7 +64,25 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        remove(&self.path);
+    }
+}
+
+/// Renames a work folder `.removing-…`, then removes it.
+fn remove(path: &Path) {
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let removing = path.with_file_name(format!("{REMOVING}{}", name.to_string_lossy()));
+    match fs::rename(path, &removing) {
+        Ok(()) => {
+            let _ = fs::remove_dir_all(&removing);
+        }
+        // Another build renamed it first, and removes it.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(_) => {
+            let _ = fs::remove_dir_all(path);
+        }
     }
 }
 
@@ -72,7 +93,17 @@ fn remove_abandoned(tmp: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let abandoned = if name.starts_with(PREFIX) {
-            File::open(entry.path().join(LOCK)).is_ok_and(|lock| lock.try_lock().is_ok())
+            // A live build holds its lock; a folder without one is the
+            // remains of an older kiln's cut-short removal.
+            match File::open(entry.path().join(LOCK)) {
+                Ok(lock) => lock.try_lock().is_ok(),
+                Err(error) => error.kind() == io::ErrorKind::NotFound,
+            }
+        } else if name.starts_with(REMOVING) {
+            // Its removal was cut short (or another build is at it: then
+            // both remove what is left).
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
         } else if name.starts_with(STARTING) {
             entry
                 .metadata()
@@ -84,7 +115,7 @@ fn remove_abandoned(tmp: &Path) {
             false
         };
         if abandoned {
-            let _ = fs::remove_dir_all(entry.path());
+            remove(&entry.path());
         }
     }
 }

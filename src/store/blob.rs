@@ -1,26 +1,25 @@
 //! Writing one blob: hash while writing to a temp file beside the layout,
 //! then fsync, rename into place under its digest, and make it read-only.
 
-use std::fs::{self, File, Permissions};
+use std::fs::{File, Permissions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StoreError};
+use super::temp::TempFile;
 use crate::hashing::HashingWriter;
 use crate::io_error::IoError;
 use crate::reference::Digest;
 
 pub struct BlobWriter {
-    writer: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    writer: HashingWriter<BufWriter<TempFile>>,
     blobs_dir: PathBuf,
 }
 
 impl BlobWriter {
     pub(super) fn new(tmp_dir: &Path, blobs_dir: PathBuf) -> Result<Self> {
-        let temp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(tmp_dir)
+        let temp = TempFile::create(tmp_dir, "blob-")
             .map_err(IoError::at("create a temp file in", tmp_dir))?;
         Ok(Self {
             writer: HashingWriter::new(BufWriter::with_capacity(1 << 20, temp)),
@@ -68,7 +67,7 @@ impl BlobWriter {
         file.set_permissions(Permissions::from_mode(0o444))
             .map_err(IoError::at("set permissions of", temp.path()))?;
         temp.persist(&target)
-            .map_err(|error| IoError::new("store blob", &target, error.error))?;
+            .map_err(IoError::at("store blob", &target))?;
         sync_dir(&self.blobs_dir)?;
         Ok((digest, size))
     }
@@ -81,24 +80,6 @@ impl Write for BlobWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
-    }
-}
-
-/// Removes temp files that builds killed long ago left behind.
-pub fn remove_stale_temp_files(tmp_dir: &Path, older_than: std::time::Duration) {
-    let Ok(entries) = fs::read_dir(tmp_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .and_then(|metadata| metadata.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|age| age > older_than);
-        if stale {
-            let _ = fs::remove_file(entry.path());
-        }
     }
 }
 

@@ -4,13 +4,15 @@
 //! Every write is atomic. Blobs go to a temp file, are fsynced, verified
 //! and renamed into `blobs/sha256/`, read-only; `index.json` is replaced by
 //! rename while holding the store's lock. A build killed at any moment
-//! leaves the store as it was. Versions never change: tagging a version
+//! leaves the store as it was, and its half-written temp files are removed
+//! the next time the store is opened. Versions never change: tagging a version
 //! again with another digest is refused.
 
 mod blob;
 pub mod channels;
 mod error;
 pub mod layer;
+mod temp;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use crate::io_error::IoError;
 pub use blob::BlobWriter;
 use blob::sync_dir;
 pub use error::{Result, StoreError};
+use temp::TempFile;
 
 use crate::hashing::VerifyingReader;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
@@ -70,8 +73,7 @@ impl Store {
         fs::create_dir_all(store.blobs_dir()).map_err(IoError::at("create", &store.blobs_dir()))?;
         fs::create_dir_all(store.tmp_dir()).map_err(IoError::at("create", &store.tmp_dir()))?;
         let lock = store.lock()?;
-        // Temp files of builds killed long ago; a day is far longer than any blob write.
-        blob::remove_stale_temp_files(&store.tmp_dir(), std::time::Duration::from_secs(86_400));
+        temp::remove_abandoned(&store.tmp_dir());
         let layout = root.join("oci-layout");
         if !layout.exists() {
             store.replace_file(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -229,15 +231,14 @@ impl Store {
 
     /// Writes `bytes` to a temp file, fsyncs it and renames it over `path`.
     pub(crate) fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut temp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+        let mut temp = TempFile::create(&self.tmp_dir(), "file-")
             .map_err(IoError::at("create a temp file in", &self.tmp_dir()))?;
         temp.write_all(bytes)
             .map_err(IoError::at("write", temp.path()))?;
         temp.as_file()
             .sync_all()
             .map_err(IoError::at("sync", temp.path()))?;
-        temp.persist(path)
-            .map_err(|error| IoError::new("replace", path, error.error))?;
+        temp.persist(path).map_err(IoError::at("replace", path))?;
         sync_dir(&self.root)
     }
 

@@ -28,11 +28,26 @@ pub enum HostPath {
     Unchecked,
 }
 
+/// The most problems one template reports: past it, a broken template (or a
+/// generated one, thousands of lines long) would cost more to report than
+/// to fix.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// Where in the file a problem is underlined; worked out only for the
+/// problems kept.
+enum SpanOf {
+    Value,
+    Key,
+    Exact(Option<std::ops::Range<usize>>),
+}
+
 pub struct Checker<'a> {
     file: Arc<SourceFile>,
     document: &'a Table,
     dir: PathBuf,
     diagnostics: Vec<Diagnostic>,
+    /// Problems found beyond [`MAX_DIAGNOSTICS`].
+    omitted: usize,
     pub(crate) variables: BTreeMap<String, Variable>,
     /// Declared variables left without a value (already reported).
     pub(crate) unresolved: BTreeSet<String>,
@@ -49,6 +64,7 @@ impl<'a> Checker<'a> {
             document,
             dir,
             diagnostics: Vec::new(),
+            omitted: 0,
             variables: BTreeMap::new(),
             unresolved: BTreeSet::new(),
             image: None,
@@ -60,26 +76,42 @@ impl<'a> Checker<'a> {
         self.document
     }
 
-    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
-        self.diagnostics
+    /// The problems kept, and how many more were only counted.
+    pub fn into_diagnostics(self) -> (Vec<Diagnostic>, usize) {
+        (self.diagnostics, self.omitted)
     }
 
     pub fn has_errors(&self) -> bool {
         !self.diagnostics.is_empty()
     }
 
+    /// Keeps a problem, unless [`MAX_DIAGNOSTICS`] are kept already: then
+    /// it is only counted.
     pub fn push(&mut self, diagnostic: Diagnostic) {
-        self.diagnostics.push(diagnostic);
+        if self.is_full() {
+            self.omitted += 1;
+        } else {
+            self.diagnostics.push(diagnostic);
+        }
     }
 
-    fn push_at(
-        &mut self,
-        at: &KeyPath,
-        span: Option<std::ops::Range<usize>>,
-        kind: DiagnosticKind,
-        help: Option<String>,
-    ) {
-        self.diagnostics.push(Diagnostic {
+    /// Whether further problems are only counted, so working out their
+    /// help is wasted.
+    pub fn is_full(&self) -> bool {
+        self.diagnostics.len() >= MAX_DIAGNOSTICS
+    }
+
+    fn push_at(&mut self, at: &KeyPath, span: SpanOf, kind: DiagnosticKind, help: Option<String>) {
+        if self.is_full() {
+            self.omitted += 1;
+            return;
+        }
+        let span = match span {
+            SpanOf::Value => keypath::value_span(self.document, at),
+            SpanOf::Key => keypath::key_span(self.document, at),
+            SpanOf::Exact(span) => span,
+        };
+        self.push(Diagnostic {
             origin: Origin::File {
                 file: self.file.clone(),
                 span,
@@ -92,24 +124,20 @@ impl<'a> Checker<'a> {
 
     /// A problem with the value at `at`.
     pub fn report(&mut self, at: &KeyPath, kind: DiagnosticKind) {
-        let span = keypath::value_span(self.document, at);
-        self.push_at(at, span, kind, None);
+        self.push_at(at, SpanOf::Value, kind, None);
     }
 
     pub fn report_help(&mut self, at: &KeyPath, kind: DiagnosticKind, help: String) {
-        let span = keypath::value_span(self.document, at);
-        self.push_at(at, span, kind, Some(help));
+        self.push_at(at, SpanOf::Value, kind, Some(help));
     }
 
     /// A problem with the key at `at` itself (its name, or its presence).
     pub fn report_key(&mut self, at: &KeyPath, kind: DiagnosticKind) {
-        let span = keypath::key_span(self.document, at);
-        self.push_at(at, span, kind, None);
+        self.push_at(at, SpanOf::Key, kind, None);
     }
 
     pub fn report_key_help(&mut self, at: &KeyPath, kind: DiagnosticKind, help: String) {
-        let span = keypath::key_span(self.document, at);
-        self.push_at(at, span, kind, Some(help));
+        self.push_at(at, SpanOf::Key, kind, Some(help));
     }
 
     /// The plain value at `at`, if there is one.
@@ -171,8 +199,12 @@ impl<'a> Checker<'a> {
                 help,
             );
         } else if let Some(key) = between(message, "missing field `", "`") {
-            let span = keypath::value_span(self.document, at);
-            self.push_at(at, span, DiagnosticKind::MissingKey(key.to_owned()), None);
+            self.push_at(
+                at,
+                SpanOf::Value,
+                DiagnosticKind::MissingKey(key.to_owned()),
+                None,
+            );
         } else if let Some(variant) = between(message, "unknown variant `", "`") {
             let span = error.span();
             let key_path = span.as_ref().map_or_else(
@@ -182,7 +214,7 @@ impl<'a> Checker<'a> {
             let expected = message.split_once("expected ").map_or("", |(_, list)| list);
             self.push_at(
                 &key_path,
-                span,
+                SpanOf::Exact(span),
                 DiagnosticKind::InvalidValue {
                     what: "value",
                     value: variant.to_owned(),
@@ -198,7 +230,7 @@ impl<'a> Checker<'a> {
             );
             self.push_at(
                 &key_path,
-                span,
+                SpanOf::Exact(span),
                 DiagnosticKind::WrongType(plain_type_names(message)),
                 None,
             );
@@ -296,6 +328,7 @@ impl<'a> Checker<'a> {
             Err(DiagnosticKind::VariableWithoutValue(_)) => None,
             Err(kind) => {
                 let help = match &kind {
+                    _ if self.is_full() => None,
                     DiagnosticKind::UndeclaredVariable(name) => {
                         Some(self.scope().undeclared_help(name))
                     }
@@ -304,8 +337,7 @@ impl<'a> Checker<'a> {
                     ),
                     _ => None,
                 };
-                let span = keypath::value_span(self.document, at);
-                self.push_at(at, span, kind, help);
+                self.push_at(at, SpanOf::Value, kind, help);
                 None
             }
         }
@@ -379,7 +411,9 @@ impl<'a> Checker<'a> {
             HostPath::Unchecked => return true,
             HostPath::File => path.is_file(),
             HostPath::Directory => path.is_dir(),
-            HostPath::FileOrDirectory => path.exists(),
+            HostPath::FileOrDirectory => path
+                .metadata()
+                .is_ok_and(|metadata| metadata.is_file() || metadata.is_dir()),
         };
         if found {
             return true;
@@ -388,10 +422,10 @@ impl<'a> Checker<'a> {
             DiagnosticKind::Invalid(format!(
                 "`{}` is not a {}",
                 path.display(),
-                if kind == HostPath::Directory {
-                    "directory"
-                } else {
-                    "file"
+                match kind {
+                    HostPath::Directory => "directory",
+                    HostPath::FileOrDirectory => "regular file or a directory",
+                    _ => "regular file",
                 }
             ))
         } else {

@@ -15,16 +15,51 @@ use super::keypath::KeyPath;
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
+    /// The byte offset of each line's start, for [`SourceFile::line_column`]
+    /// without a scan from the top per problem.
+    line_starts: Vec<usize>,
 }
 
 impl SourceFile {
+    pub fn new(path: PathBuf, text: String) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(newline, _)| newline + 1))
+            .collect();
+        Self {
+            path,
+            text,
+            line_starts,
+        }
+    }
+
     /// The 1-based line and column (in characters) of a byte offset.
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-        (line, before[line_start..].chars().count() + 1)
+        let offset = self.char_boundary(offset);
+        let line = self.line_starts.partition_point(|start| *start <= offset);
+        let line_start = self.line_starts[line - 1];
+        (line, self.text[line_start..offset].chars().count() + 1)
+    }
+
+    /// The byte range of the 1-based `line`, without its newline.
+    pub fn line_range(&self, line: usize) -> std::ops::Range<usize> {
+        let start = self.line_starts[line.clamp(1, self.line_starts.len()) - 1];
+        let end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |newline| start + newline);
+        start..end
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
+
+    /// `offset`, moved back to a character boundary inside the text.
+    pub fn char_boundary(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        offset
     }
 }
 
@@ -142,10 +177,13 @@ pub enum TemplateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} has {} problem{}", path.display(), diagnostics.len(), if diagnostics.len() == 1 { "" } else { "s" })]
+    #[error("{} has {} problem{}", path.display(), diagnostics.len() + omitted, if diagnostics.len() + omitted == 1 { "" } else { "s" })]
     Invalid {
         path: PathBuf,
+        /// The first problems, in the order of the file.
         diagnostics: Vec<Diagnostic>,
+        /// Problems found past the most kept.
+        omitted: usize,
     },
 }
 
@@ -166,8 +204,13 @@ impl TemplateError {
 
 /// Suggests the closest of `candidates` to a misspelt `word`.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let length = word.chars().count();
     candidates
         .into_iter()
+        // The distance is at least the difference in length: skip the sums.
+        .filter(|candidate| {
+            candidate.chars().count().abs_diff(length) <= (candidate.len() / 3).max(1)
+        })
         .map(|candidate| (edit_distance(word, candidate), candidate))
         .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
@@ -214,12 +257,14 @@ mod tests {
 
     #[test]
     fn line_column_counts_characters() {
-        let file = SourceFile {
-            path: "t.toml".into(),
-            text: "a = 1\nb = \"é\" x\n".into(),
-        };
+        let file = SourceFile::new("t.toml".into(), "a = 1\nb = \"é\" x\n".into());
         assert_eq!(file.line_column(0), (1, 1));
+        assert_eq!(file.line_column(5), (1, 6));
         assert_eq!(file.line_column(6), (2, 1));
         assert_eq!(file.line_column(14), (2, 8));
+        assert_eq!(file.line_column(11), (2, 6), "inside `é`: its start");
+        assert_eq!(file.line_column(99), (3, 1));
+        assert_eq!(file.line_range(2), 6..16);
+        assert_eq!(file.line_count(), 3);
     }
 }

@@ -93,11 +93,47 @@ impl Template {
 
 /// Reads and checks the template at `path`.
 pub fn load(path: &Path, inputs: &VarInputs) -> Result<Template, TemplateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+    let text = read_text(path).map_err(|source| TemplateError::Read {
         path: path.to_owned(),
         source,
     })?;
     load_str(path, text, inputs)
+}
+
+/// The largest template or var-file kiln reads. A real one is a few
+/// kilobytes; past this it is a mistake (or an attack), and checking it
+/// would cost seconds and hundreds of megabytes.
+pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a template or var-file: a regular file (a FIFO or a device would
+/// block or never end) of at most [`MAX_TEMPLATE_BYTES`], in UTF-8.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without O_NONBLOCK, opening a FIFO waits for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_TEMPLATE_BYTES} bytes (1 MiB), the most kiln reads"),
+        )
+    };
+    if metadata.len() > MAX_TEMPLATE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_TEMPLATE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Sections about what happens once the image is made: tests, artifacts
@@ -123,10 +159,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let dir = absolute.parent().map(Path::to_owned).unwrap_or_default();
     let digest = image_part_digest(&text);
-    let file = Arc::new(SourceFile {
-        path: path.to_owned(),
-        text: text.clone(),
-    });
+    let file = Arc::new(SourceFile::new(path.to_owned(), text.clone()));
     let document = match toml_edit::Document::parse(text) {
         Ok(document) => document,
         Err(error) => {
@@ -141,6 +174,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
                     kind: DiagnosticKind::Syntax(error.message().trim_end().to_owned()),
                     help: None,
                 }],
+                omitted: 0,
             });
         }
     };
@@ -198,7 +232,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
             publish,
         }),
         _ => {
-            let mut diagnostics = cx.into_diagnostics();
+            let (mut diagnostics, omitted) = cx.into_diagnostics();
             diagnostics.sort_by_key(|diagnostic| match &diagnostic.origin {
                 Origin::File {
                     span: Some(span), ..
@@ -208,6 +242,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
             Err(TemplateError::Invalid {
                 path: path.to_owned(),
                 diagnostics,
+                omitted,
             })
         }
     }

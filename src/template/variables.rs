@@ -227,7 +227,7 @@ fn undeclared_help(name: &str, declared: &BTreeMap<String, Declared>) -> String 
 }
 
 fn apply_var_file(cx: &mut Checker<'_>, path: &PathBuf, declared: &mut BTreeMap<String, Declared>) {
-    let text = match std::fs::read_to_string(path) {
+    let text = match super::read_text(path) {
         Ok(text) => text,
         Err(error) => {
             cx.push(Diagnostic {
@@ -239,10 +239,7 @@ fn apply_var_file(cx: &mut Checker<'_>, path: &PathBuf, declared: &mut BTreeMap<
             return;
         }
     };
-    let file = Arc::new(SourceFile {
-        path: path.clone(),
-        text: text.clone(),
-    });
+    let file = Arc::new(SourceFile::new(path.clone(), text.clone()));
     let at = |span| Origin::File {
         file: file.clone(),
         span,

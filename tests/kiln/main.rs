@@ -8,6 +8,8 @@ mod cli;
 mod debian;
 mod fmt;
 mod layout;
+mod leftovers;
+mod loader;
 mod post;
 mod prove;
 mod registry;
