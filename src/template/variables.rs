@@ -6,7 +6,7 @@
 //! an error message: the messages name the variable, not its value.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -226,7 +226,7 @@ fn undeclared_help(name: &str, declared: &BTreeMap<String, Declared>) -> String 
     }
 }
 
-fn apply_var_file(cx: &mut Checker<'_>, path: &PathBuf, declared: &mut BTreeMap<String, Declared>) {
+fn apply_var_file(cx: &mut Checker<'_>, path: &Path, declared: &mut BTreeMap<String, Declared>) {
     let text = match super::read_text(path) {
         Ok(text) => text,
         Err(error) => {
@@ -239,7 +239,7 @@ fn apply_var_file(cx: &mut Checker<'_>, path: &PathBuf, declared: &mut BTreeMap<
             return;
         }
     };
-    let file = Arc::new(SourceFile::new(path.clone(), text.clone()));
+    let file = Arc::new(SourceFile::new(path.to_owned(), text.clone()));
     let at = |span| Origin::File {
         file: file.clone(),
         span,
@@ -273,7 +273,7 @@ fn apply_var_file(cx: &mut Checker<'_>, path: &PathBuf, declared: &mut BTreeMap<
             None => Err("got a table".to_owned()),
         };
         match parsed {
-            Ok(parsed) => variable.value = Some((parsed, ValueOrigin::VarFile(path.clone()))),
+            Ok(parsed) => variable.value = Some((parsed, ValueOrigin::VarFile(path.to_owned()))),
             Err(reason) => {
                 // The line of a sensitive value is not shown: the key names it.
                 let span = if variable.sensitive {
