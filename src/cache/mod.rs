@@ -22,6 +22,7 @@
 //! counts as a miss and is replaced.
 
 pub mod key;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -37,6 +38,7 @@ use crate::oci::{Descriptor, History};
 use crate::reference::Digest;
 use crate::store::Store;
 pub use key::StageKey;
+pub use verify::{DropReason, DroppedTree, Verified};
 
 /// A stage's cached layer and the tree it was baked from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +51,9 @@ pub struct CachedLayer {
     /// Census of the tree when it was cached: entries and bytes of files.
     pub entries: u64,
     pub bytes: u64,
+    /// The tree is an overlay upper (whiteouts as 0/0 devices, opaque
+    /// marks), as a provisioner's is; a source's is a plain tree.
+    pub overlay_upper: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,6 +107,9 @@ pub enum Lookup {
 
 /// Where unpacked base layers live, below the cache.
 const LAYER_TREES: &str = "layer-trees";
+/// Beside each unpacked base layer's `tree`: the descriptor of the layer
+/// it was unpacked from, for `cache verify`.
+pub const LAYER_TREE_RECORD: &str = "layer.json";
 
 pub struct Cache {
     root: PathBuf,
@@ -137,6 +145,21 @@ impl Cache {
         let lock = File::create(root.join(".lock"))?;
         lock.lock_shared()?;
         Ok(Self { root, _lock: lock })
+    }
+
+    /// Opens the cache only if there is one, holding its lock exclusively
+    /// (waiting for running builds), to remove what builds may mount.
+    pub fn open_exclusive(home: &Path) -> io::Result<Option<Self>> {
+        let root = home.join("cache");
+        if !root.join("stages").is_dir() {
+            return Ok(None);
+        }
+        let lock = File::create(root.join(".lock"))?;
+        lock.lock()?;
+        for dir in ["stages", "trees", "last", LAYER_TREES, "tests", "artifacts"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Some(Self { root, _lock: lock }))
     }
 
     /// Opens the cache only if there is one: `cache ls` on an empty home
@@ -419,16 +442,10 @@ pub struct Pruned {
 /// Removes entries by `policy`, then every tree and base layer no entry
 /// uses. Waits for running builds (they hold the cache's shared lock).
 pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
-    let root = home.join("cache");
-    if !root.exists() {
+    let Some(cache) = Cache::open_exclusive(home)? else {
         return Ok(Pruned::default());
-    }
-    let lock = File::create(root.join(".lock"))?;
-    lock.lock()?;
-    let cache = Cache {
-        root: root.clone(),
-        _lock: lock,
     };
+    let root = cache.root.clone();
     let mut pruned = Pruned::default();
     let (mut entries, unreadable) = cache.entry_files()?;
     entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));

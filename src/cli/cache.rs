@@ -1,4 +1,5 @@
-//! `kiln cache ls|prune`: what the stage cache holds, and making room.
+//! `kiln cache ls|verify|prune`: what the stage cache holds, whether it is
+//! still what was baked, and making room.
 
 use kiln::cache::{Cache, PrunePolicy, prune};
 
@@ -34,6 +35,7 @@ pub fn run(command: CacheCommand) -> Exit {
             super::reporters::print_table(&rows);
             Exit::Success
         }
+        CacheCommand::Verify => verify(&home),
         CacheCommand::Prune {
             all,
             keep_bytes,
@@ -65,5 +67,53 @@ pub fn run(command: CacheCommand) -> Exit {
                 }
             }
         }
+    }
+}
+
+fn verify(home: &std::path::Path) -> Exit {
+    let cache = match Cache::open_exclusive(home) {
+        Ok(Some(cache)) => cache,
+        Ok(None) => {
+            println!("the cache is empty");
+            return Exit::Success;
+        }
+        Err(error) => {
+            eprintln!("error: failed to open the cache: {}", error_chain(&error));
+            return Exit::Failure;
+        }
+    };
+    let store = match kiln::store::Store::open(&home.join("store")) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: failed to open the store: {}", error_chain(&error));
+            return Exit::Failure;
+        }
+    };
+    let mut checking = |what: &str| eprintln!("checking {what}");
+    let verified = match cache.verify(&store, &mut checking) {
+        Ok(verified) => verified,
+        Err(error) => {
+            eprintln!("error: failed to verify the cache: {}", error_chain(&error));
+            return Exit::Failure;
+        }
+    };
+    for dropped in &verified.dropped {
+        println!(
+            "dropped {} ({}): {}",
+            dropped.what,
+            dropped.tree.display(),
+            dropped.reason
+        );
+    }
+    println!(
+        "{} cached tree{} intact, {} dropped",
+        verified.intact,
+        if verified.intact == 1 { "" } else { "s" },
+        verified.dropped.len()
+    );
+    if verified.dropped.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
     }
 }

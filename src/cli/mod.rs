@@ -329,6 +329,8 @@ pub enum ChannelCommand {
 pub enum CacheCommand {
     /// List cache entries: key, stage, size, last used
     Ls,
+    /// Check every cached tree against its layer's file index; drop those that differ (exit 1)
+    Verify,
     /// Remove cache entries (one of --all, --keep-bytes, --older-than)
     Prune {
         /// Remove every entry

@@ -387,6 +387,7 @@ impl BuildContext<'_> {
                 tree: None,
                 entries: 0,
                 bytes: 0,
+                overlay_upper,
             }),
             history: history.clone(),
             checksum: String::new(),
@@ -490,6 +491,9 @@ impl BuildContext<'_> {
             }
         })?;
         reader.finish()?;
+        let record = partial.path().join(crate::cache::LAYER_TREE_RECORD);
+        std::fs::write(&record, crate::oci::to_canonical_json(layer))
+            .map_err(IoError::at("write", &record))?;
         match std::fs::rename(partial.path(), &done) {
             Ok(()) => {
                 let _ = partial.keep();

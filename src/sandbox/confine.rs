@@ -9,8 +9,9 @@
 //!
 //! 1. mounts the overlay of the layers (`userxattr`: overlayfs keeps its
 //!    own marks in `user.overlay.*`, which a user namespace may write);
-//! 2. mounts a minimal `/dev`, a read-only `/sys` (every mount below it
-//!    too), a fresh `/tmp` with the stage's scripts, the name server's
+//! 2. mounts a minimal `/dev`, a read-only `/sys` (a fresh one in the
+//!    stage's network namespace; with the host's network, the host's with
+//!    every mount below it read-only too), a fresh `/tmp` with the stage's scripts, the name server's
 //!    `resolv.conf`, and a `/proc` of its own with the usual masked and
 //!    read-only paths;
 //! 3. `pivot_root`s into the root and detaches the old one, so nothing of
@@ -429,11 +430,25 @@ fn prepare(setup: &Setup<'_>) -> io::Result<Option<String>> {
     }
     let sys = root.join("sys");
     if sys.is_dir() {
-        mounts::bind_tree(
-            Path::new("/sys"),
-            &sys,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        )?;
+        // In a network namespace of its own, a fresh sysfs shows that
+        // namespace's interfaces, not the host's (and no host cgroups);
+        // with the host's network only the host's /sys can be shown.
+        let fresh = network != Network::Host
+            && mounts::mount(
+                Some("sysfs"),
+                &sys,
+                Some("sysfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            )
+            .is_ok();
+        if !fresh {
+            mounts::bind_tree(
+                Path::new("/sys"),
+                &sys,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )?;
+        }
     }
     let tmp = root.join("tmp");
     if tmp.is_dir() {

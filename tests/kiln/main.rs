@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod cli;
 mod debian;
+mod escape;
 mod fmt;
 mod layout;
 mod leftovers;
