@@ -36,7 +36,8 @@ fn busybox_tarball(dir: &Path) -> PathBuf {
 
 fn template(dir: &Path, tarball: &Path, stages: usize, network: Option<&str>) -> PathBuf {
     let mut text = format!(
-        "[image]\nname = \"bench-sandbox\"\nversion = \"1\"\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n",
+        "[image]\nname = \"bench-sandbox\"\nversion = \"{stages}-{}\"\n\n[source]\ntype = \"tarball\"\npath = \"{}\"\n",
+        network.unwrap_or("unset"),
         tarball.display()
     );
     for _ in 0..stages {

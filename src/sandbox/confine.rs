@@ -321,15 +321,12 @@ fn namespaces(
         None,
     )
     .map_err(fail("make mounts private"))?;
+    // The helper starts slirp4netns for the new network namespace while
+    // the root is set up; the command waits for it only before it runs.
     if network == Network::Isolated {
         ready.write_all(&[1]).map_err(fail("signal the helper"))?;
-        let mut byte = [0u8];
-        if go.read(&mut byte).unwrap_or(0) != 1 || byte[0] != 1 {
-            return Err("the stage's network was not set up".to_owned());
-        }
     }
     drop(ready);
-    drop(go);
     // SAFETY: this process is single-threaded; the child sets up the root
     // and execs the command, or exits.
     let child = unsafe { libc::fork() };
@@ -337,7 +334,19 @@ fn namespaces(
         return Err(format!("failed to fork: {}", io::Error::last_os_error()));
     }
     if child == 0 {
-        let error = match prepare(setup).and_then(|script| enter(setup, script)) {
+        let network_ready = |script| {
+            if network == Network::Isolated {
+                let mut byte = [0u8];
+                if go.read(&mut byte).unwrap_or(0) != 1 || byte[0] != 1 {
+                    return Err(io::Error::other("the stage's network was not set up"));
+                }
+            }
+            Ok(script)
+        };
+        let error = match prepare(setup)
+            .and_then(network_ready)
+            .and_then(|script| enter(setup, script))
+        {
             Ok(command) => command_error(command),
             Err(error) => error,
         };
