@@ -517,3 +517,79 @@ pub fn prune(home: &Path, policy: PrunePolicy) -> io::Result<Pruned> {
     }
     Ok(pruned)
 }
+
+impl Cache {
+    /// Checks every stage tree and unpacked base layer; removes those that
+    /// differ, with the entries that use them. `checking` is told each
+    /// tree before it is read. The cache must be held exclusively
+    /// ([`Cache::open_exclusive`]): nothing may mount a tree being removed.
+    pub fn verify(
+        &self,
+        store: &Store,
+        checking: &mut dyn FnMut(&str),
+    ) -> io::Result<verify::Verified> {
+        let mut verified = verify::Verified::default();
+        let (entries, _) = self.entry_files()?;
+        for (entry, _) in entries {
+            let Some(layer) = &entry.layer else {
+                continue;
+            };
+            let Some(tree) = self.tree_path(layer) else {
+                // A directory source's host folder: its own tree, checked
+                // against its planned digest by every build.
+                continue;
+            };
+            let what = format!("stage {} ({}) of {}", entry.stage, entry.kind, entry.image);
+            checking(&what);
+            match verify::check_tree(
+                store,
+                &tree,
+                &layer.descriptor,
+                &layer.diff_id,
+                layer.overlay_upper,
+            ) {
+                None => verified.intact += 1,
+                Some(reason) => {
+                    fs::remove_file(self.entry_path(&entry.key.key))?;
+                    verify::remove_tree(&tree)?;
+                    verified
+                        .dropped
+                        .push(verify::DroppedTree { what, tree, reason });
+                }
+            }
+        }
+        for dir in fs::read_dir(self.root.join(LAYER_TREES))? {
+            let dir = dir?.path();
+            let name = dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') {
+                continue;
+            }
+            let what = format!("base layer sha256:{name}");
+            checking(&what);
+            let record = fs::read(dir.join(LAYER_TREE_RECORD))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Descriptor>(&bytes).ok());
+            let reason = match (record, format!("sha256:{name}").parse::<Digest>()) {
+                (Some(descriptor), Ok(diff_id)) => {
+                    verify::check_tree(store, &dir.join("tree"), &descriptor, &diff_id, true)
+                }
+                _ => Some(verify::DropReason::NoRecord),
+            };
+            match reason {
+                None => verified.intact += 1,
+                Some(reason) => {
+                    verify::remove_tree(&dir)?;
+                    verified.dropped.push(verify::DroppedTree {
+                        what,
+                        tree: dir.join("tree"),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(verified)
+    }
+}

@@ -13,7 +13,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Cache, Entry, LAYER_TREE_RECORD, LAYER_TREES};
 use crate::bake::tar::{TreeOptions, write_tree_indexed};
 use crate::file_index::{FileEntry, FileKind, layer_index, normalize};
 use crate::oci::Descriptor;
@@ -103,7 +102,7 @@ fn differences(tree: Vec<FileEntry>, layer: Vec<FileEntry>) -> Vec<String> {
 }
 
 /// Checks one tree; `None` when it is its layer's.
-fn check_tree(
+pub fn check_tree(
     store: &Store,
     tree: &Path,
     descriptor: &Descriptor,
@@ -129,81 +128,7 @@ fn check_tree(
     })
 }
 
-impl Cache {
-    /// Checks every stage tree and unpacked base layer; removes those that
-    /// differ, with the entries that use them. `checking` is told each
-    /// tree before it is read. The cache must be held exclusively
-    /// ([`Cache::open_exclusive`]): nothing may mount a tree being removed.
-    pub fn verify(&self, store: &Store, checking: &mut dyn FnMut(&str)) -> io::Result<Verified> {
-        let mut verified = Verified::default();
-        let (entries, _) = self.entry_files()?;
-        for (entry, _) in entries {
-            let Some(layer) = &entry.layer else {
-                continue;
-            };
-            let Some(tree) = self.tree_path(layer) else {
-                // A directory source's host folder: its own tree, checked
-                // against its planned digest by every build.
-                continue;
-            };
-            let what = describe(&entry);
-            checking(&what);
-            match check_tree(
-                store,
-                &tree,
-                &layer.descriptor,
-                &layer.diff_id,
-                layer.overlay_upper,
-            ) {
-                None => verified.intact += 1,
-                Some(reason) => {
-                    fs::remove_file(self.entry_path(&entry.key.key))?;
-                    remove_tree(&tree)?;
-                    verified.dropped.push(DroppedTree { what, tree, reason });
-                }
-            }
-        }
-        for dir in fs::read_dir(self.root.join(LAYER_TREES))? {
-            let dir = dir?.path();
-            let name = dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.starts_with('.') {
-                continue;
-            }
-            let what = format!("base layer sha256:{name}");
-            checking(&what);
-            let record = fs::read(dir.join(LAYER_TREE_RECORD))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Descriptor>(&bytes).ok());
-            let reason = match (record, format!("sha256:{name}").parse::<Digest>()) {
-                (Some(descriptor), Ok(diff_id)) => {
-                    check_tree(store, &dir.join("tree"), &descriptor, &diff_id, true)
-                }
-                _ => Some(DropReason::NoRecord),
-            };
-            match reason {
-                None => verified.intact += 1,
-                Some(reason) => {
-                    remove_tree(&dir)?;
-                    verified.dropped.push(DroppedTree {
-                        what,
-                        tree: dir.join("tree"),
-                        reason,
-                    });
-                }
-            }
-        }
-        Ok(verified)
-    }
-}
-
-fn describe(entry: &Entry) -> String {
-    format!("stage {} ({}) of {}", entry.stage, entry.kind, entry.image)
-}
-
-fn remove_tree(path: &Path) -> io::Result<()> {
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),

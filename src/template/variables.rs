@@ -227,7 +227,7 @@ fn undeclared_help(name: &str, declared: &BTreeMap<String, Declared>) -> String 
 }
 
 fn apply_var_file(cx: &mut Checker<'_>, path: &Path, declared: &mut BTreeMap<String, Declared>) {
-    let text = match super::read_text(path) {
+    let text = match super::read::read_text(path) {
         Ok(text) => text,
         Err(error) => {
             cx.push(Diagnostic {

@@ -94,6 +94,53 @@ fn work_folders_whose_removal_was_cut_short_are_removed() {
     env.assert_no_leftovers();
 }
 
+/// The real thing: a build killed while it removes an abandoned work
+/// folder of 43,000 files, caught mid-removal; the next build finishes it.
+#[test]
+fn a_build_killed_while_it_removes_an_abandoned_folder_leaves_it_to_the_next() {
+    let env = TestEnv::new();
+    let first = env.write("first.toml", &busybox_template("first", "1"));
+    env.kiln(["build", first.to_str().unwrap()]).expect_code(0);
+    let tmp = env.home().join("tmp");
+    let abandoned = tmp.join("build-abandoned");
+    for dir in 0..43 {
+        let dir = abandoned.join(format!("upper/usr/share/d{dir}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for index in 0..1_000 {
+            std::fs::write(dir.join(index.to_string()), b"").unwrap();
+        }
+    }
+    std::fs::write(abandoned.join(".lock"), b"").unwrap();
+
+    let next = env.write("next.toml", &busybox_template("next", "1"));
+    let mut child = env
+        .kiln_command(["build", next.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // Kill it the moment the folder is renamed for removal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while abandoned.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never removed it"
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().any(|name| name == ".removing-build-abandoned"),
+        "killed mid-removal, the folder is left as {left:?}"
+    );
+
+    env.kiln(["build", next.to_str().unwrap()]).expect_code(0);
+    env.assert_no_leftovers();
+}
+
 /// Half-written blobs of a killed build are removed by the next command
 /// that opens the store; a blob another kiln is writing is not.
 #[test]
