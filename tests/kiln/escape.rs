@@ -275,6 +275,10 @@ fn no_stage_or_test_gets_out_while_ordinary_work_succeeds() {
     env.assert_no_leftovers();
 }
 
+fn motd(rootfs: &std::path::Path) -> String {
+    std::fs::read_to_string(rootfs.join("etc/motd")).unwrap()
+}
+
 /// A stage cached by one template is a lower of another's stages and
 /// tests: neither can change it, so the first template's next build ships
 /// what it built.
@@ -330,10 +334,7 @@ fn no_stage_or_test_can_change_a_cached_tree() {
         outcome.stderr
     );
     let rootfs = env.umoci_unpack("victim:2");
-    assert_eq!(
-        std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
-        "victim\n"
-    );
+    assert_eq!(motd(&rootfs), "victim\n");
     assert!(!rootfs.join("etc/planted").exists());
     let verified = env.kiln(["cache", "verify"]);
     verified.expect_code(0);
@@ -432,9 +433,6 @@ fn cache_verify_drops_a_changed_tree() {
         outcome.stderr
     );
     let rootfs = env.umoci_unpack("victim:2");
-    assert_eq!(
-        std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
-        "victim\n"
-    );
+    assert_eq!(motd(&rootfs), "victim\n");
     env.assert_no_leftovers();
 }
