@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::bake::{TreeOptions, gzip::ParallelGzip};
-use crate::disk::{DiskError, DiskFormat, DiskSettings, Filesystem, write_disk};
+use crate::disk::{DiskError, DiskImage, DiskSettings, write_disk};
 use crate::io_error::IoError;
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::store::{ImageEntry, Store, StoreError};
@@ -238,31 +238,26 @@ pub fn rootfs(
     finish_file(file, destination)
 }
 
-/// Writes the flattened root as an ext4 disk (raw or qcow2) at
-/// `destination`, the same bytes the `disk` post-processor makes.
+/// Writes the flattened root as a disk at `destination`, the same bytes
+/// the `disk` post-processor makes with the same settings.
 pub fn disk(
     store: &Store,
     entry: &ImageEntry,
-    format: DiskFormat,
+    settings: &DiskSettings,
     destination: &Path,
     scratch: &Path,
     epoch: u64,
 ) -> Result<(), ExportError> {
     refuse_existing(destination)?;
+    let manifest = store.manifest(entry)?;
+    let architecture = store.config(&manifest)?.architecture;
     let root = flattened(store, entry, scratch)?;
-    let settings = DiskSettings {
-        format,
-        size: None,
-        fs: Filesystem::Ext4,
-        label: None,
-    };
-    write_disk(
-        root.path(),
-        &entry.manifest.digest,
-        entry.name.as_str(),
-        &settings,
+    let image = DiskImage {
+        digest: &entry.manifest.digest,
+        name: entry.name.as_str(),
+        architecture: &architecture,
         epoch,
-        destination,
-    )?;
+    };
+    write_disk(root.path(), &image, settings, destination)?;
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod export;
 pub mod file_index;
 pub mod fmt;
 pub mod hashing;
+pub mod hygiene;
 pub mod image_diff;
 pub mod image_test;
 pub mod io_error;

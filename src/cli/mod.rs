@@ -132,6 +132,26 @@ pub enum ExportFormat {
     Rootfs,
     Raw,
     Qcow2,
+    /// streamOptimized, as VMware and OVA import
+    Vmdk,
+    /// Fixed, as Azure imports
+    Vhd,
+    /// disk.raw in a gzip'd tar, as Google Compute Engine imports
+    Gce,
+}
+
+/// How an exported disk boots.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum ExportBoot {
+    /// A bare ext4 filesystem
+    #[default]
+    None,
+    /// GPT, systemd-boot on an EFI system partition
+    Uefi,
+    /// GPT, GRUB in the MBR and a BIOS boot partition
+    Bios,
+    /// Both, on one disk
+    Hybrid,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +229,9 @@ pub enum Command {
         /// What to write
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// For a disk: how it boots (the image's newest kernel and initrd)
+        #[arg(long, value_enum, default_value_t)]
+        boot: ExportBoot,
         /// Where to write it (it must not exist)
         #[arg(short, long = "output", value_name = "PATH")]
         output: PathBuf,
@@ -406,8 +429,9 @@ fn run(command: Command) -> Exit {
         Command::Export {
             reference,
             format,
+            boot,
             output,
-        } => export::run(&reference, format, &output),
+        } => export::run(&reference, format, boot, &output),
         Command::Push {
             reference,
             remote,

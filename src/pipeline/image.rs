@@ -44,6 +44,8 @@ pub struct ImageBuilder {
 pub struct PreparedImage {
     pub file_index: Vec<u8>,
     pub config: Vec<u8>,
+    /// Its config's `config`: what the image's commands run with.
+    pub container_config: ContainerConfig,
     pub manifest: Manifest,
     pub manifest_bytes: Vec<u8>,
     pub digest: Digest,
@@ -128,6 +130,7 @@ impl ImageBuilder {
             },
             history: self.history.clone(),
         };
+        let container_config = config.config.clone();
         let config = oci::to_canonical_json(&config);
         let mut annotations = BTreeMap::new();
         annotations.insert(
@@ -169,6 +172,7 @@ impl ImageBuilder {
         Ok(PreparedImage {
             file_index,
             config,
+            container_config,
             digest: Digest::of(&manifest_bytes),
             manifest,
             manifest_bytes,

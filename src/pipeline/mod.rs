@@ -120,9 +120,14 @@ pub enum BuildError {
         /// kept, or why it could not be (nothing half-copied is left).
         kept: Option<Result<PathBuf, Box<StageFailure>>>,
     },
-    #[error("test `{name}` failed")]
+    #[error(
+        "test `{name}` failed{}",
+        command.as_ref().map(|command| format!(" at {command}")).unwrap_or_default()
+    )]
     Test {
         name: String,
+        /// The inline command that failed, when the test's output names it.
+        command: Option<String>,
         #[source]
         failure: TaskError,
     },
@@ -302,7 +307,7 @@ impl BuildContext<'_> {
             &self.created(),
             self.redactor(),
         )?;
-        let tests = self.run_tests(&image, &prepared.digest)?;
+        let tests = self.run_tests(&image, &prepared.digest, &prepared.container_config)?;
         self.check_cancelled()?;
         let unchanged = self.store_image(&prepared)?;
         let mut built = Built {

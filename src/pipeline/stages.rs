@@ -270,7 +270,14 @@ impl BuildContext<'_> {
                 merged: "merged".to_owned(),
             };
             match provisioner.run(&cx, overlay) {
-                Ok(()) => return Ok(self.work.path().join(&upper)),
+                Ok(()) => {
+                    let upper = self.work.path().join(&upper);
+                    if !matches!(provisioner, crate::provisioners::Provisioner::File(_)) {
+                        crate::hygiene::clean_stage_output(&upper)
+                            .map_err(IoError::at("clean", &upper))?;
+                    }
+                    return Ok(upper);
+                }
                 Err(TaskError::Failed { failure, .. })
                     if attempt < provisioner.max_retries() && !self.runner.is_cancelled() =>
                 {

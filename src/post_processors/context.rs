@@ -111,6 +111,11 @@ impl<'a> PostContext<'a> {
         Ok(root)
     }
 
+    /// The image's architecture, from its config.
+    pub fn architecture(&self) -> Result<String, crate::store::StoreError> {
+        Ok(self.store.config(self.image.manifest)?.architecture)
+    }
+
     /// Writes `name` in the output folder through `write`, atomically.
     pub fn write_artifact(
         &mut self,

@@ -1,11 +1,12 @@
-//! `disk`: the flattened root as an ext4 filesystem in a raw or qcow2 VM disk.
+//! `disk`: the flattened root as a VM disk: a bare ext4 filesystem, or a
+//! bootable GPT disk, in raw, qcow2, vmdk, vhd or gce form.
 
 use serde::Deserialize;
 
 use super::context::PostContext;
 use super::error::PostError;
 use crate::artifact::Artifact;
-use crate::disk::{DiskFormat, DiskSettings, Filesystem, write_disk};
+use crate::disk::{BootMode, DiskFormat, DiskImage, DiskSettings, Filesystem, write_disk};
 use crate::template::check::Checker;
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
@@ -17,6 +18,10 @@ struct RawDisk {
     size: Option<String>,
     fs: Option<Filesystem>,
     label: Option<String>,
+    boot: Option<BootMode>,
+    cmdline: Option<String>,
+    kernel: Option<String>,
+    initrd: Option<String>,
 }
 
 /// ext4 labels are at most 16 bytes.
@@ -39,15 +44,68 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DiskSettings> 
         }
         other => other,
     };
+    let boot = raw.boot.unwrap_or_default();
+    let format = raw.format.unwrap_or(DiskFormat::Raw);
+    let cmdline = match cx.optional_text(&at.key("cmdline"), raw.cmdline.as_deref()) {
+        Some(Some(cmdline)) if cmdline.chars().any(char::is_control) => {
+            cx.report(
+                &at.key("cmdline"),
+                DiagnosticKind::Invalid(
+                    "a kernel command line is one line, without control characters".to_owned(),
+                ),
+            );
+            None
+        }
+        other => other,
+    };
+    let kernel = cx.optional_image_path(&at.key("kernel"), raw.kernel.as_deref());
+    let initrd = cx.optional_image_path(&at.key("initrd"), raw.initrd.as_deref());
+    if boot == BootMode::None {
+        for (key, given) in [
+            ("cmdline", raw.cmdline.is_some()),
+            ("kernel", raw.kernel.is_some()),
+            ("initrd", raw.initrd.is_some()),
+        ] {
+            if given {
+                cx.report_help(
+                    &at.key(key),
+                    DiagnosticKind::Invalid(format!(
+                        "`{key}` is for a bootable disk, and this one has boot = \"none\""
+                    )),
+                    "set `boot` to \"uefi\", \"bios\" or \"hybrid\"".to_owned(),
+                );
+            }
+        }
+    }
+    let size = size?;
+    if format == DiskFormat::Vhd
+        && let Some(size) = size
+            .filter(|size: &crate::template::units::ByteSize| !size.bytes().is_multiple_of(1 << 20))
+    {
+        cx.report(
+            &at.key("size"),
+            DiagnosticKind::InvalidValue {
+                what: "size",
+                value: size.to_string(),
+                reason: "a vhd is a whole number of MiB (Azure imports no other)".to_owned(),
+            },
+        );
+        return None;
+    }
     Some(DiskSettings {
-        format: raw.format.unwrap_or(DiskFormat::Raw),
-        size: size?,
+        format,
+        size,
         fs: raw.fs.unwrap_or(Filesystem::Ext4),
         label: label?,
+        boot,
+        cmdline: cmdline?,
+        kernel: kernel?,
+        initrd: initrd?,
     })
 }
 
-/// Writes `NAME-VERSION.raw` or `.qcow2` from the flattened root.
+/// Writes `NAME-VERSION.raw` (or `.qcow2`, `.vmdk`, `.vhd`, `.tar.gz`)
+/// from the flattened root.
 pub(crate) fn run(
     cx: &mut PostContext<'_>,
     settings: &DiskSettings,
@@ -56,12 +114,12 @@ pub(crate) fn run(
     let path = cx
         .output
         .join(format!("{}.{}", cx.stem(), settings.format.extension()));
-    Ok(write_disk(
-        &root,
-        cx.image.digest,
-        cx.image.name.as_str(),
-        settings,
-        cx.epoch,
-        &path,
-    )?)
+    let architecture = cx.architecture()?;
+    let image = DiskImage {
+        digest: cx.image.digest,
+        name: cx.image.name.as_str(),
+        architecture: &architecture,
+        epoch: cx.epoch,
+    };
+    Ok(write_disk(&root, &image, settings, &path)?)
 }

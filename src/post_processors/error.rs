@@ -25,4 +25,6 @@ pub enum PostError {
     },
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

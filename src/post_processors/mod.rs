@@ -91,12 +91,25 @@ impl PostProcessor {
                     size,
                     fs,
                     label,
+                    boot,
+                    cmdline,
+                    kernel,
+                    initrd,
                 } = disk;
                 inputs
                     .setting("format", format)
                     .setting("size", size)
                     .setting("fs", fs)
                     .setting("label", label);
+                // Left out when `none`, so the keys of existing disks stay.
+                if *boot != crate::disk::BootMode::None {
+                    inputs
+                        .setting("boot", boot)
+                        .setting("cmdline", cmdline)
+                        .setting("kernel", kernel)
+                        .setting("initrd", initrd)
+                        .setting("bootloaders", &crate::disk::bootloader_versions());
+                }
             }
             PostProcessor::Rootfs(rootfs::RootfsSettings { compression }) => {
                 inputs.setting("compression", compression);

@@ -258,6 +258,7 @@ impl ShellSpec {
             .setting("max_retries", max_retries)
             .setting("workdir", workdir)
             .setting("network", network)
+            .setting("hygiene", &crate::hygiene::VERSION)
             .setting_digest("variables", variables.clone());
         Ok(())
     }
@@ -307,6 +308,7 @@ impl ShellSpec {
                         workdir: self.workdir.clone().unwrap_or_else(|| "/".to_owned()),
                         script: Some(script),
                         network: self.network,
+                        user: None,
                     },
                 }
             })

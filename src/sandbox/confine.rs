@@ -74,6 +74,8 @@ pub struct Confined<'a> {
     pub workdir: &'a str,
     pub script: Option<&'a Script>,
     pub network: Network,
+    /// A user of the image to run as; `None`: its root.
+    pub user: Option<&'a str>,
     pub root: RootOf<'a>,
 }
 
@@ -603,6 +605,14 @@ fn enter(setup: &Setup<'_>, script: Option<String>) -> io::Result<Command> {
             format!("working directory {workdir} in the image: {error}"),
         )
     })?;
+    let user = match command.user {
+        Some(user) => Some(super::users::lookup(user)?),
+        None => None,
+    };
+    if let (Some(user), Some(script)) = (&user, &script) {
+        std::os::unix::fs::chown(script, Some(user.uid), Some(user.gid))?;
+    }
+
     let mut process = Command::new(&command.argv[0]);
     process
         .args(&command.argv[1..])
@@ -610,6 +620,27 @@ fn enter(setup: &Setup<'_>, script: Option<String>) -> io::Result<Command> {
         .env_clear()
         .envs(command.env.iter().cloned())
         .stdin(Stdio::null());
+    if let Some(user) = user {
+        process
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        let (uid, gid, groups) = (user.uid, user.gid, user.groups);
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe, and
+        // the closure only reads memory allocated before the fork. The
+        // groups go first: after setuid there is no right to change them.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut process, move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let (capabilities, profile) = match command.root {
         RootOf::Image(_) => (caps::DEFAULT, Profile::Stage),
         RootOf::Host { .. } => (caps::DEFAULT | caps::SYS_ADMIN, Profile::Tool),

@@ -64,6 +64,7 @@ fn run_helper() -> Result<i32, String> {
         workdir,
         script,
         network,
+        user,
     } = &spec.task
     {
         let overlay = spec
@@ -76,6 +77,7 @@ fn run_helper() -> Result<i32, String> {
             workdir,
             script: script.as_ref(),
             network: *network,
+            user: user.as_deref(),
             root: RootOf::Image(overlay),
         };
         return confine::run(&spec.base, &command);
@@ -93,6 +95,7 @@ fn run_helper() -> Result<i32, String> {
             workdir: "/",
             script: None,
             network: *network,
+            user: None,
             root: RootOf::Host { writable },
         };
         return confine::run(&spec.base, &command);

@@ -19,6 +19,7 @@ mod process;
 mod seccomp;
 mod spec;
 mod userns;
+mod users;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;

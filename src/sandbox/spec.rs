@@ -73,6 +73,9 @@ pub enum Task {
         workdir: String,
         script: Option<Script>,
         network: Network,
+        /// Run as this user of the image (`name`, `uid`, with `:group`);
+        /// `None`: its root.
+        user: Option<String>,
     },
     /// A program of the host (mmdebstrap), confined as a stage is, but in a
     /// root of the host's own `/usr` and `/etc`, read-only, with the

@@ -1,5 +1,8 @@
-//! `debootstrap`: a Debian or Ubuntu root made by mmdebstrap (or debootstrap
-//! where mmdebstrap is missing).
+//! `debootstrap`: a Debian or Ubuntu root made by mmdebstrap, from the
+//! suite and any extra suites (updates, security) and components, with
+//! what would tie it to the build host or the build's moment left out:
+//! the host's `resolv.conf` and `hostname`, a machine id, SSH host keys,
+//! and caches that differ from build to build (see [`crate::hygiene`]).
 
 use std::path::Path;
 
@@ -10,7 +13,7 @@ use crate::cache::key::KeyInputs;
 use crate::sandbox::{Network, Spec, Task};
 use crate::stage::StageContext;
 
-use crate::template::check::Checker;
+use crate::template::check::{Checker, optional};
 use crate::template::error::DiagnosticKind;
 use crate::template::keypath::KeyPath;
 
@@ -36,6 +39,33 @@ struct RawDebootstrap {
     include: Vec<String>,
     mirror: Option<String>,
     arch: Option<String>,
+    #[serde(default)]
+    components: Vec<String>,
+    #[serde(default)]
+    suites: Vec<RawSuite>,
+}
+
+/// An extra suite: a name (from the same mirror) or a table with a mirror
+/// of its own (`{ suite = "bookworm-security", mirror = "…/debian-security" }`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSuite {
+    Name(String),
+    WithMirror(RawSuiteWithMirror),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuiteWithMirror {
+    suite: String,
+    mirror: String,
+}
+
+/// An extra suite, and the mirror it comes from when not the main one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExtraSuite {
+    pub suite: String,
+    pub mirror: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,11 +78,18 @@ pub struct DebootstrapSource {
     pub mirror: Option<String>,
     /// `None`: the host's architecture.
     pub arch: Option<String>,
+    /// Archive areas; empty: `main`.
+    pub components: Vec<String>,
+    /// Suites beside `suite`, such as `bookworm-updates`.
+    pub suites: Vec<ExtraSuite>,
 }
 
 impl DebootstrapSource {
     pub fn summary(&self) -> String {
         let mut summary = format!("{} ({})", self.suite, self.variant);
+        for extra in &self.suites {
+            summary.push_str(&format!(", {}", extra.suite));
+        }
         if !self.include.is_empty() {
             summary.push_str(&format!(" + {}", self.include.join(",")));
         }
@@ -80,13 +117,22 @@ impl DebootstrapSource {
             include,
             mirror: _,
             arch: _,
+            components,
+            suites,
         } = self;
         inputs
             .setting("suite", suite)
             .setting("variant", variant)
             .setting("include", include)
             .setting("mirror", &self.mirror_used().unwrap_or_default())
-            .setting("arch", &self.arch_used());
+            .setting("arch", &self.arch_used())
+            .setting("hygiene", &crate::hygiene::VERSION);
+        // Left out when unset, so the keys of existing roots stay.
+        if !components.is_empty() || !suites.is_empty() {
+            inputs
+                .setting("components", components)
+                .setting("suites", suites);
+        }
     }
 
     /// Makes the root in `root` (a folder of the work folder) with
@@ -115,6 +161,8 @@ impl DebootstrapSource {
             },
         };
         cx.run(&spec, None)?;
+        crate::hygiene::clean_new_root(root)
+            .map_err(crate::io_error::IoError::at("clean", root))?;
         Ok(())
     }
 }
@@ -173,36 +221,77 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DebootstrapSou
             check_word(cx, &package_at, package, "package name")
         })
         .collect();
-    let mirror = match cx.optional_text(&at.key("mirror"), raw.mirror.as_deref()) {
-        Some(Some(mirror))
-            if !["http://", "https://", "file://", "copy://"]
-                .iter()
-                .any(|scheme| mirror.starts_with(scheme)) =>
-        {
-            cx.report(
-                &at.key("mirror"),
-                DiagnosticKind::InvalidValue {
-                    what: "mirror",
-                    value: mirror,
-                    reason: "expected an http://, https://, file:// or copy:// URL".to_owned(),
-                },
-            );
-            None
-        }
-        other => other,
-    };
+    let mirror = optional(raw.mirror.as_deref(), |mirror| {
+        check_mirror(cx, &at.key("mirror"), mirror)
+    });
     let arch = match cx.optional_text(&at.key("arch"), raw.arch.as_deref()) {
         Some(Some(arch)) => check_word(cx, &at.key("arch"), arch, "architecture").map(Some),
         other => other,
     };
+    let components: Vec<Option<String>> = raw
+        .components
+        .iter()
+        .enumerate()
+        .map(|(index, component)| {
+            let component_at = at.key("components").index(index);
+            let component = cx.text(&component_at, component)?;
+            check_word(cx, &component_at, component, "component")
+        })
+        .collect();
+    let suites: Vec<Option<ExtraSuite>> = raw
+        .suites
+        .iter()
+        .enumerate()
+        .map(|(index, extra)| {
+            let extra_at = at.key("suites").index(index);
+            let (name, mirror) = match extra {
+                RawSuite::Name(name) => (name, None),
+                RawSuite::WithMirror(table) => (&table.suite, Some(&table.mirror)),
+            };
+            let name = cx.text(&extra_at, name)?;
+            let name = check_word(cx, &extra_at, name, "suite")?;
+            let mirror = match mirror {
+                Some(mirror) => Some(check_mirror(cx, &extra_at.key("mirror"), mirror)?),
+                None => None,
+            };
+            Some(ExtraSuite {
+                suite: name,
+                mirror,
+            })
+        })
+        .collect();
     Some(DebootstrapSource {
         suite: suite?,
         variant: variant?,
         include: include.into_iter().collect::<Option<_>>()?,
         mirror: mirror?,
         arch: arch?,
+        components: components.into_iter().collect::<Option<_>>()?,
+        suites: suites.into_iter().collect::<Option<_>>()?,
     })
 }
+
+fn check_mirror(cx: &mut Checker<'_>, at: &KeyPath, raw: &str) -> Option<String> {
+    let mirror = cx.text(at, raw)?;
+    if MIRROR_SCHEMES
+        .iter()
+        .any(|scheme| mirror.starts_with(scheme))
+        && !mirror.contains(char::is_whitespace)
+    {
+        return Some(mirror);
+    }
+    cx.report(
+        at,
+        DiagnosticKind::InvalidValue {
+            what: "mirror",
+            value: mirror,
+            reason: "expected an http://, https://, file:// or copy:// URL".to_owned(),
+        },
+    );
+    None
+}
+
+const MIRROR_SCHEMES: &[&str] = &["http://", "https://", "file://", "copy://"];
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -245,6 +334,9 @@ pub fn host_mirror() -> Option<String> {
     None
 }
 
+/// Debian's own mirror, when neither the template nor the host names one.
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
 /// Where the confined mmdebstrap finds programs.
 const TOOL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -269,8 +361,27 @@ fn command(source: &DebootstrapSource, root: &Path) -> Result<Vec<String>, Sourc
     if let Some(arch) = &source.arch {
         argv.push(format!("--architectures={arch}"));
     }
+    if !source.components.is_empty() {
+        argv.push(format!("--components={}", source.components.join(",")));
+    }
     argv.push(source.suite.clone());
     argv.push(root.display().to_string());
-    argv.extend(source.mirror_used());
+    let mirror = source.mirror_used();
+    if source.suites.is_empty() {
+        argv.extend(mirror);
+    } else {
+        // With extra suites, every source as a sources.list line.
+        let main = mirror.unwrap_or_else(|| DEBIAN_MIRROR.to_owned());
+        let components = if source.components.is_empty() {
+            "main".to_owned()
+        } else {
+            source.components.join(" ")
+        };
+        argv.push(format!("deb {main} {} {components}", source.suite));
+        for extra in &source.suites {
+            let from = extra.mirror.as_deref().unwrap_or(&main);
+            argv.push(format!("deb {from} {} {components}", extra.suite));
+        }
+    }
     Ok(argv)
 }

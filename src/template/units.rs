@@ -106,6 +106,10 @@ impl ByteSize {
     pub fn bytes(self) -> u64 {
         self.0
     }
+
+    pub fn from_bytes(bytes: u64) -> Self {
+        ByteSize(bytes)
+    }
 }
 
 impl FromStr for ByteSize {
