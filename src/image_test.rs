@@ -219,6 +219,35 @@ pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<ImageTest>> {
     checked.into_iter().collect()
 }
 
+/// A test `in = "vm"` boots the template's bootable disk: there must be
+/// one, a `disk` post-processor with `boot` set.
+pub(crate) fn check_vm_tests_have_a_disk(
+    cx: &mut Checker<'_>,
+    tests: &[ImageTest],
+    post_processors: &[crate::post_processors::PostProcessor],
+) {
+    let bootable = post_processors.iter().any(|post| {
+        matches!(post, crate::post_processors::PostProcessor::Disk(disk)
+            if disk.boot != crate::disk::BootMode::None)
+    });
+    if bootable {
+        return;
+    }
+    for (index, test) in tests.iter().enumerate() {
+        if test.place == TestPlace::Vm {
+            cx.report_help(
+                &KeyPath::root().key("test").index(index).key("in"),
+                DiagnosticKind::Invalid(
+                    "a test in = \"vm\" boots the template's bootable disk, and it has none"
+                        .to_owned(),
+                ),
+                "add a [[post_processor]] of type \"disk\" with boot = \"hybrid\" (or \"uefi\", \"bios\")"
+                    .to_owned(),
+            );
+        }
+    }
+}
+
 /// A user as `[image] user` takes it: `name`, `uid`, `name:group`, `uid:gid`.
 fn valid_user(user: &str) -> bool {
     let word = |word: &str| {

@@ -47,6 +47,7 @@ pub mod stage;
 pub mod store;
 pub mod template;
 pub mod unpack;
+pub mod vm;
 
 /// `$KILN_HOME`, or `$XDG_DATA_HOME/kiln`, or `~/.local/share/kiln`, made
 /// absolute: sandbox helpers work from other folders, so a relative

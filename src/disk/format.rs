@@ -111,33 +111,51 @@ fn fix_vhd_footer(file: &File, image: &DiskImage<'_>) -> io::Result<()> {
     file.sync_data()
 }
 
-/// The descriptor's `CID=` (eight hex digits qemu-img picks at random) set
-/// from the image digest.
+/// The descriptor's `CID=` (qemu-img picks it at random, and writes it
+/// without leading zeros) set from the image digest. The descriptor is the
+/// text in the sectors the header names, padded with NULs.
 fn fix_vmdk_cid(path: &Path, image: &DiskImage<'_>) -> io::Result<()> {
     let file = File::options().read(true).write(true).open(path)?;
-    // The embedded descriptor sits in the first sectors, after the header.
-    let mut head = vec![0u8; 64 * 1024];
-    let read = file.read_at(&mut head, 0)?;
-    head.truncate(read);
-    let marker = b"\nCID=";
-    let at = head
-        .windows(marker.len())
-        .position(|window| window == marker)
-        .ok_or_else(|| io::Error::other("qemu-img wrote no vmdk descriptor"))?
-        + marker.len();
+    let mut header = [0u8; 512];
+    file.read_exact_at(&mut header, 0)?;
+    if &header[0..4] != b"KDMV" {
+        return Err(io::Error::other("qemu-img wrote no vmdk header"));
+    }
+    let sectors = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let (offset, size) = (sectors(28) * 512, sectors(36) * 512);
+    if offset == 0 || size == 0 || size > 1 << 20 {
+        return Err(io::Error::other("a vmdk has no embedded descriptor"));
+    }
+    let mut area = vec![0u8; size as usize];
+    file.read_exact_at(&mut area, offset)?;
+    let end = area
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(area.len());
+    let text = std::str::from_utf8(&area[..end])
+        .map_err(|_| io::Error::other("a vmdk descriptor is not text"))?;
     let cid: String = image.derived("vmdk")[..4]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
-    if head
-        .get(at..at + 8)
-        .is_none_or(|old| !old.iter().all(u8::is_ascii_hexdigit))
-    {
-        return Err(io::Error::other(
-            "a vmdk descriptor's CID is not 8 hex digits",
-        ));
+    let mut found = false;
+    let fixed: String = text
+        .split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("CID=") {
+                found = true;
+                format!("CID={cid}\n")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !found || fixed.len() >= area.len() {
+        return Err(io::Error::other("a vmdk descriptor has no CID to set"));
     }
-    file.write_all_at(cid.as_bytes(), at as u64)?;
+    area.fill(0);
+    area[..fixed.len()].copy_from_slice(fixed.as_bytes());
+    file.write_all_at(&area, offset)?;
     file.sync_data()
 }
 

@@ -23,6 +23,7 @@ pub mod image;
 mod publish;
 mod stages;
 mod tests;
+mod vm_tests;
 mod workdir;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,14 @@ pub enum BuildError {
     },
     #[error("failed to make the image's file index")]
     FileIndex(#[from] IndexError),
+    #[error("failed to run the tests in the machine")]
+    Vm(#[source] Box<crate::vm::VmError>),
+    #[error("failed to write the disk the tests in the machine boot")]
+    TestDisk(#[source] Box<crate::post_processors::PostError>),
+    #[error(
+        "failed to find a disk to boot: a test in = \"vm\" needs a `disk` post-processor with `boot` set"
+    )]
+    NoBootableDisk,
     /// The store could not be opened, written or read; a version stored
     /// with another digest says so itself.
     #[error(transparent)]
@@ -307,7 +316,8 @@ impl BuildContext<'_> {
             &self.created(),
             self.redactor(),
         )?;
-        let tests = self.run_tests(&image, &prepared.digest, &prepared.container_config)?;
+        let mut tests = self.run_tests(&image, &prepared.digest, &prepared.container_config)?;
+        tests.extend(self.run_vm_tests(&prepared)?);
         self.check_cancelled()?;
         let unchanged = self.store_image(&prepared)?;
         let mut built = Built {

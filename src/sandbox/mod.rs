@@ -60,8 +60,9 @@ pub fn run(
     cancelled: &AtomicBool,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Outcome, SandboxError> {
-    let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
-    let mut command = Command::new(exe);
+    // The running binary itself, even when a newer one has replaced its
+    // file since (an upgrade, a rebuild) mid-build.
+    let mut command = Command::new("/proc/self/exe");
     command
         .arg(HELPER_ARG)
         .stdin(Stdio::piped())

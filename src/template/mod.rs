@@ -177,6 +177,9 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
     let tests = image_test::check_all(&mut cx);
     let post_processors = post_processors::check_all(&mut cx);
     let publish = publish::check(&mut cx);
+    if let (Some(tests), Some(post_processors)) = (&tests, &post_processors) {
+        image_test::check_vm_tests_have_a_disk(&mut cx, tests, post_processors);
+    }
     let variables = std::mem::take(&mut cx.variables).into_values().collect();
     match (image, source, provisioners, tests, post_processors, publish) {
         (

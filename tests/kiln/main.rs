@@ -11,6 +11,7 @@ mod fmt;
 mod layout;
 mod leftovers;
 mod loader;
+mod machine;
 mod post;
 mod prove;
 mod registry;
