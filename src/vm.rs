@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::confined::{self, Resolve};
 use crate::disk::BootMode;
 use crate::io_error::IoError;
 
@@ -86,17 +87,28 @@ pub enum VmEvent<'a> {
 }
 
 /// Writes the helper into `root` (the flattened image the test disk is
-/// made of): the unit, enabled, the runner and each test.
+/// made of): the unit, enabled, the runner and each test. Every path is
+/// resolved inside the root, so the image's symlinks cannot send a write
+/// to the host.
 pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let helper = root.join(HELPER_DIR);
-    std::fs::create_dir_all(&helper)?;
-    let write = |path: &Path, text: &str, mode: u32| -> io::Result<()> {
-        std::fs::write(path, text)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    let root = confined::open_root(root)?;
+    let write = |path: &str, text: &str, mode: u32| -> io::Result<()> {
+        let (parents, name) = confined::split_entry_path(path.as_bytes())
+            .map_err(io::Error::other)?
+            .ok_or_else(|| io::Error::other("the helper's path is the root"))?;
+        let dir = confined::open_dir(&root, &parents, Resolve::InRoot, true)?;
+        confined::remove_at(&dir, &name)?;
+        confined::create_file(
+            &dir,
+            &name,
+            &mut text.as_bytes(),
+            (0, 0),
+            rustix::fs::Mode::from_raw_mode(mode),
+        )?;
+        Ok(())
     };
     write(
-        &helper.join("run"),
+        &format!("{HELPER_DIR}/run"),
         &format!(
             "#!/bin/sh\n\
              echo '{MARK_READY}'\n\
@@ -113,9 +125,8 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
         0o755,
     )?;
     for (index, test) in tests.iter().enumerate() {
-        let dir = helper.join("tests").join(format!("{index:04}"));
-        std::fs::create_dir_all(&dir)?;
-        write(&dir.join("script"), &test.script, 0o755)?;
+        let dir = format!("{HELPER_DIR}/tests/{index:04}");
+        write(&format!("{dir}/script"), &test.script, 0o755)?;
         // Plain output: the port is a terminal, and systemctl would colour it.
         let mut run = format!(
             "export SYSTEMD_COLORS=0 SYSTEMD_PAGER= TERM=dumb\ncd {} || exit 1\n",
@@ -124,7 +135,7 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
         for (name, value) in &test.env {
             run.push_str(&format!("export {name}={}\n", quote(value)));
         }
-        let script = format!("/{HELPER_DIR}/tests/{index:04}/script");
+        let script = format!("/{dir}/script");
         match &test.user {
             Some(user) => {
                 let (user, group) = match user.split_once(':') {
@@ -142,12 +153,10 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
             }
             None => run.push_str(&format!("exec /bin/sh -e {script}\n")),
         }
-        write(&dir.join("run"), &run, 0o700)?;
+        write(&format!("{dir}/run"), &run, 0o700)?;
     }
-    let units = root.join("etc/systemd/system");
-    std::fs::create_dir_all(units.join("multi-user.target.wants"))?;
     write(
-        &units.join(UNIT_NAME),
+        &format!("etc/systemd/system/{UNIT_NAME}"),
         &format!(
             "[Unit]\n\
              Description=kiln: run the image's tests in the machine\n\
@@ -163,11 +172,14 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
         ),
         0o644,
     )?;
-    let link = units.join("multi-user.target.wants").join(UNIT_NAME);
-    if std::fs::symlink_metadata(&link).is_ok() {
-        std::fs::remove_file(&link)?;
-    }
-    std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), link)
+    let wants: Vec<std::ffi::OsString> = ["etc", "systemd", "system", "multi-user.target.wants"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let wants = confined::open_dir(&root, &wants, Resolve::InRoot, true)?;
+    confined::remove_at(&wants, std::ffi::OsStr::new(UNIT_NAME))?;
+    rustix::fs::symlinkat(format!("../{UNIT_NAME}"), &wants, UNIT_NAME)?;
+    Ok(())
 }
 
 /// One word for `/bin/sh`, in single quotes.

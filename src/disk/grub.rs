@@ -21,7 +21,7 @@ const KERNEL_SECTOR_OFFSET: u64 = 0x5c;
 /// in the last block-list entry (0x200 - 12).
 const CORE_BLOCKLIST_OFFSET: u64 = 500;
 const MODULES: &[&str] = &[
-    "biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo",
+    "biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo", "serial", "terminal",
 ];
 
 pub(super) fn install(
@@ -46,8 +46,11 @@ pub(super) fn install(
     let words: Vec<String> = cmdline.split_whitespace().map(quote).collect();
     std::fs::write(
         &config,
+        // GRUB speaks on the first serial port too, as cloud consoles read it.
         format!(
-            "search --no-floppy --fs-uuid --set=root {root_uuid}\n\
+            "serial --unit=0 --speed=115200\n\
+             terminal_output console serial\n\
+             search --no-floppy --fs-uuid --set=root {root_uuid}\n\
              echo 'kiln: loading {kernel}'\n\
              linux {kernel} {cmdline}\n\
              initrd {initrd}\n\

@@ -165,7 +165,7 @@ impl DiskFormat {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vmdk => "vmdk",
             DiskFormat::Vhd => "vhd",
-            DiskFormat::Gce => "tar.gz",
+            DiskFormat::Gce => "gce.tar.gz",
         }
     }
 }

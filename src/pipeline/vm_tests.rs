@@ -80,6 +80,7 @@ impl BuildContext<'_> {
             .map_err(IoError::at("create", self.work.path()))?;
         let mut started = Instant::now();
         let mut tails: Vec<Vec<String>> = vec![Vec::new(); tests.len()];
+        let mut seconds: Vec<f64> = vec![0.0; tests.len()];
         let mut on_event = |event: VmEvent<'_>| match event {
             VmEvent::Booting { accel, firmware } => {
                 if let Some((planned, _)) = pending.first() {
@@ -119,6 +120,9 @@ impl BuildContext<'_> {
             }
             VmEvent::End(index, outcome) => {
                 if let Some((planned, _)) = pending.get(index) {
+                    if let Some(took) = seconds.get_mut(index) {
+                        *took = started.elapsed().as_secs_f64();
+                    }
                     self.report(Event::TestFinished {
                         build: plan.reference.clone(),
                         name: planned.name.clone(),
@@ -167,7 +171,7 @@ impl BuildContext<'_> {
             ))?;
             records.push(TestRecord {
                 name: planned.name.clone(),
-                seconds: 0.0,
+                seconds: seconds[index],
                 outcome: "passed".to_owned(),
                 cached: false,
             });

@@ -46,6 +46,7 @@ pub fn plan_json(plan: &BuildPlan) -> Value {
         "stages": plan.stages.iter().map(stage_json).collect::<Vec<_>>(),
         "tests": plan.tests.iter().map(|test| json!({
             "name": test.name,
+            "in": plan.template.tests[test.index].place,
             "settings": digests(&test.inputs.settings),
             "files": digests(&test.inputs.files),
         })).collect::<Vec<_>>(),
@@ -109,7 +110,11 @@ pub fn plan_text(plan: &BuildPlan) -> String {
             "\ntests (keyed by the image's digest and their settings)"
         );
         for test in &plan.tests {
-            let _ = writeln!(out, "  {}", test.name);
+            let place = match plan.template.tests[test.index].place {
+                crate::image_test::TestPlace::Chroot => "",
+                crate::image_test::TestPlace::Vm => " (in the machine)",
+            };
+            let _ = writeln!(out, "  {}{place}", test.name);
         }
     }
     if !plan.artifacts.is_empty() {

@@ -71,7 +71,7 @@ const ARTIFACTS: &[&str] = &[
     "vm-1.0.qcow2",
     "vm-1.0.vmdk",
     "vm-1.0.vhd",
-    "vm-1.0.tar.gz",
+    "vm-1.0.gce.tar.gz",
 ];
 
 #[test]
@@ -228,13 +228,13 @@ fn bootable_disks_are_gpt_disks_with_bootloaders_and_repeat_in_every_format() {
     }
     let listing = run(Command::new("tar")
         .arg("-tzvf")
-        .arg(first.path("out/vm-1.0.tar.gz")));
+        .arg(first.path("out/vm-1.0.gce.tar.gz")));
     assert!(listing.trim_end().ends_with(" disk.raw"), "{listing}");
     let unpacked = first.path("gce");
     std::fs::create_dir(&unpacked).unwrap();
     run(Command::new("tar")
         .arg("-xzf")
-        .arg(first.path("out/vm-1.0.tar.gz"))
+        .arg(first.path("out/vm-1.0.gce.tar.gz"))
         .arg("-C")
         .arg(&unpacked));
     // gce's disk.raw is the fitted hybrid disk `kiln export` writes too.
