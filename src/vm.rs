@@ -28,9 +28,12 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
 /// A test without its own `timeout`.
 pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(600);
 
-const MARK_READY: &str = "kiln-vm: ready";
-const MARK_BEGIN: &str = "kiln-vm: begin ";
-const MARK_END: &str = "kiln-vm: end ";
+/// The helper's markers are `kiln-vm-NONCE: ready`, `… begin N` and
+/// `… end N STATUS`, each on a line of its own (a newline first, so a
+/// test's output without one does not swallow it). The nonce is new for
+/// every run: neither a test's output nor a file the image ships can pass
+/// for a marker by accident.
+const MARK: &str = "kiln-vm-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -60,8 +63,11 @@ pub enum VmError {
 
 /// One test to run in the machine.
 pub struct VmTest {
-    /// Its script, for `/bin/sh -e`.
-    pub script: String,
+    /// Its scripts, run in order until one fails: its inline commands as
+    /// one script for `/bin/sh -e`, or its script file, as a chroot test
+    /// runs them.
+    pub scripts: Vec<String>,
+    pub errexit: bool,
     pub env: Vec<(String, String)>,
     pub workdir: String,
     pub user: Option<String>,
@@ -90,8 +96,14 @@ pub enum VmEvent<'a> {
 /// made of): the unit, enabled, the runner and each test. Every path is
 /// resolved inside the root, so the image's symlinks cannot send a write
 /// to the host.
-pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
+pub fn install_helper(root: &Path, tests: &[VmTest], nonce: &str) -> io::Result<()> {
     let root = confined::open_root(root)?;
+    // Only kiln's tests run: whatever the image has at the helper's place goes.
+    let (parents, name) = confined::split_entry_path(HELPER_DIR.as_bytes())
+        .map_err(io::Error::other)?
+        .ok_or_else(|| io::Error::other("the helper's folder is the root"))?;
+    let parent = confined::open_dir(&root, &parents, Resolve::InRoot, true)?;
+    confined::remove_at(&parent, &name)?;
     let write = |path: &str, text: &str, mode: u32| -> io::Result<()> {
         let (parents, name) = confined::split_entry_path(path.as_bytes())
             .map_err(io::Error::other)?
@@ -111,13 +123,14 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
         &format!("{HELPER_DIR}/run"),
         &format!(
             "#!/bin/sh\n\
-             echo '{MARK_READY}'\n\
+             mark() {{ printf '\\n{MARK}{nonce}: %s\\n' \"$*\"; }}\n\
+             mark ready\n\
              for test in /{HELPER_DIR}/tests/*; do\n\
              \x20   number=${{test##*/}}\n\
-             \x20   echo \"{MARK_BEGIN}$number\"\n\
+             \x20   mark begin \"$number\"\n\
              \x20   /bin/sh \"$test/run\" </dev/null 2>&1\n\
              \x20   status=$?\n\
-             \x20   echo \"{MARK_END}$number $status\"\n\
+             \x20   mark end \"$number\" \"$status\"\n\
              \x20   [ \"$status\" -eq 0 ] || break\n\
              done\n\
              systemctl poweroff --no-block || poweroff -f\n"
@@ -126,32 +139,50 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
     )?;
     for (index, test) in tests.iter().enumerate() {
         let dir = format!("{HELPER_DIR}/tests/{index:04}");
-        write(&format!("{dir}/script"), &test.script, 0o755)?;
+        for (number, script) in test.scripts.iter().enumerate() {
+            write(&format!("{dir}/script{number}"), script, 0o755)?;
+        }
         // Plain output: the port is a terminal, and systemctl would colour it.
         let mut run = format!(
             "export SYSTEMD_COLORS=0 SYSTEMD_PAGER= TERM=dumb\ncd {} || exit 1\n",
             quote(&test.workdir)
         );
         for (name, value) in &test.env {
-            run.push_str(&format!("export {name}={}\n", quote(value)));
+            if is_env_name(name) {
+                run.push_str(&format!("export {name}={}\n", quote(value)));
+            }
         }
-        let script = format!("/{dir}/script");
-        match &test.user {
+        let prefix = match &test.user {
+            // As a chroot test's: the user's primary group unless one is
+            // named, its supplementary groups when the image knows the user,
+            // and a bare uid as itself.
             Some(user) => {
                 let (user, group) = match user.split_once(':') {
-                    Some((user, group)) => (user, Some(group)),
-                    None => (user.as_str(), None),
+                    Some((user, group)) => (quote(user), Some(quote(group))),
+                    None => (quote(user), None),
                 };
-                run.push_str(&format!("exec setpriv --reuid={} ", quote(user)));
-                match group {
-                    Some(group) => {
-                        run.push_str(&format!("--regid={} --clear-groups", quote(group)))
-                    }
-                    None => run.push_str("--init-groups"),
+                run.push_str(&format!(
+                    "if id {user} >/dev/null 2>&1; then kiln_gid=$(id -g {user}); kiln_groups=--init-groups; \
+                     else kiln_gid={user}; kiln_groups=--clear-groups; fi\n"
+                ));
+                if let Some(group) = group {
+                    run.push_str(&format!(
+                        "kiln_gid=$(getent group {group} | cut -d: -f3); [ -n \"$kiln_gid\" ] || kiln_gid={group}\n"
+                    ));
                 }
-                run.push_str(&format!(" /bin/sh -e {script}\n"));
+                format!("setpriv --reuid={user} --regid=\"$kiln_gid\" $kiln_groups ")
             }
-            None => run.push_str(&format!("exec /bin/sh -e {script}\n")),
+            None => String::new(),
+        };
+        let shell = if test.errexit {
+            "/bin/sh -e"
+        } else {
+            "/bin/sh"
+        };
+        for number in 0..test.scripts.len() {
+            run.push_str(&format!(
+                "{prefix}{shell} /{dir}/script{number} || exit $?\n"
+            ));
         }
         write(&format!("{dir}/run"), &run, 0o700)?;
     }
@@ -180,6 +211,46 @@ pub fn install_helper(root: &Path, tests: &[VmTest]) -> io::Result<()> {
     confined::remove_at(&wants, std::ffi::OsStr::new(UNIT_NAME))?;
     rustix::fs::symlinkat(format!("../{UNIT_NAME}"), &wants, UNIT_NAME)?;
     Ok(())
+}
+
+/// A new nonce for the helper's markers.
+pub fn nonce() -> io::Result<String> {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+impl VmError {
+    /// The error with `redact` applied to what the machine printed (its
+    /// kernel command line may hold a sensitive value).
+    pub fn redacted(self, redact: impl Fn(&str) -> String) -> Self {
+        match self {
+            VmError::NoBoot {
+                after,
+                accel,
+                firmware,
+                console,
+            } => VmError::NoBoot {
+                after,
+                accel,
+                firmware,
+                console: redact(&console),
+            },
+            VmError::Exited { status, console } => VmError::Exited {
+                status,
+                console: redact(&console),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A name `/bin/sh` can export.
+fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One word for `/bin/sh`, in single quotes.
@@ -281,6 +352,7 @@ pub fn run_tests(
     boot: BootMode,
     work: &Path,
     tests: &[VmTest],
+    nonce: &str,
     cancelled: &AtomicBool,
     on_event: &mut dyn FnMut(VmEvent<'_>),
 ) -> Result<Vec<VmOutcome>, VmError> {
@@ -333,75 +405,56 @@ pub fn run_tests(
         "bios"
     };
     on_event(VmEvent::Booting { accel, firmware });
+    // qemu's own messages go to a file: a pipe nobody reads would stall it.
+    let qemu_log = work.join("qemu.log");
+    let log = std::fs::File::create(&qemu_log).map_err(IoError::at("create", &qemu_log))?;
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .map_err(VmError::NoQemu)?;
     let mut qemu = Qemu(child);
     let mut reader = LineReader::new(&channel);
-    let started = Instant::now();
-    let mut ready = false;
-    let mut current: Option<(usize, Instant)> = None;
-    let mut outcomes: Vec<VmOutcome> = Vec::new();
-    let finished = |outcomes: &[VmOutcome]| {
-        outcomes.len() == tests.len() || outcomes.last().is_some_and(|o| *o != VmOutcome::Exited(0))
+    let mut run = Run {
+        marker: format!("{MARK}{nonce}: "),
+        tests,
+        ready: false,
+        current: None,
+        outcomes: Vec::new(),
+        done_at: None,
     };
-    let mut done_at: Option<Instant> = None;
+    let started = Instant::now();
     loop {
         if cancelled.load(Ordering::SeqCst) {
             return Err(VmError::Cancelled);
         }
         for line in reader.new_lines().map_err(IoError::at("read", &channel))? {
-            let line = line.trim_end_matches('\r');
-            if line == MARK_READY {
-                ready = true;
-            } else if let Some(number) = line.strip_prefix(MARK_BEGIN) {
-                if let Ok(index) = number.trim().parse::<usize>() {
-                    current = Some((index, Instant::now()));
-                    on_event(VmEvent::Begin(index));
-                }
-            } else if let Some(rest) = line.strip_prefix(MARK_END) {
-                let mut words = rest.split_whitespace();
-                let index = words.next().and_then(|word| word.parse::<usize>().ok());
-                let status = words.next().and_then(|word| word.parse::<i32>().ok());
-                if let (Some(index), Some(status)) = (index, status) {
-                    let outcome = VmOutcome::Exited(status);
-                    on_event(VmEvent::End(index, &outcome));
-                    outcomes.push(outcome);
-                    current = None;
-                    if finished(&outcomes) {
-                        done_at = Some(Instant::now());
-                    }
-                }
-            } else if let Some((index, _)) = current {
-                on_event(VmEvent::Line(index, line));
-            }
+            run.line(&line, on_event);
         }
-        if let Some((index, since)) = current {
+        if let Some((index, since)) = run.current {
             let timeout = tests
                 .get(index)
                 .map_or(DEFAULT_TEST_TIMEOUT, |test| test.timeout);
             if since.elapsed() > timeout {
                 let outcome = VmOutcome::TimedOut(timeout);
                 on_event(VmEvent::End(index, &outcome));
-                outcomes.push(outcome);
-                return Ok(outcomes);
+                run.outcomes.push(outcome);
+                return Ok(run.outcomes);
             }
         }
-        if !ready && started.elapsed() > BOOT_TIMEOUT {
+        if !run.ready && started.elapsed() > BOOT_TIMEOUT {
             return Err(VmError::NoBoot {
                 after: BOOT_TIMEOUT,
                 accel,
                 firmware,
-                console: console_tail(&console),
+                console: console_tail(&console, &qemu_log),
             });
         }
-        if let Some(at) = done_at
+        if let Some(at) = run.done_at
             && at.elapsed() > POWEROFF_TIMEOUT
         {
-            return Ok(outcomes);
+            return Ok(run.outcomes);
         }
         match qemu
             .0
@@ -410,24 +463,14 @@ pub fn run_tests(
         {
             Some(status) => {
                 for line in reader.new_lines().map_err(IoError::at("read", &channel))? {
-                    if let Some((index, _)) = current {
-                        on_event(VmEvent::Line(index, line.trim_end_matches('\r')));
-                    }
+                    run.line(&line, on_event);
                 }
-                if finished(&outcomes) && status.success() {
-                    return Ok(outcomes);
-                }
-                let mut stderr = String::new();
-                if let Some(mut pipe) = qemu.0.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                let mut console = console_tail(&console);
-                if !stderr.trim().is_empty() {
-                    console = format!("{console}\nqemu: {}", stderr.trim());
+                if run.finished() && status.success() {
+                    return Ok(run.outcomes);
                 }
                 return Err(VmError::Exited {
                     status: status.to_string(),
-                    console,
+                    console: console_tail(&console, &qemu_log),
                 });
             }
             None => std::thread::sleep(Duration::from_millis(100)),
@@ -435,9 +478,77 @@ pub fn run_tests(
     }
 }
 
-/// The last lines of the machine's console, for an error.
-fn console_tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
+/// What the helper has said so far.
+struct Run<'a> {
+    marker: String,
+    tests: &'a [VmTest],
+    ready: bool,
+    current: Option<(usize, Instant)>,
+    outcomes: Vec<VmOutcome>,
+    done_at: Option<Instant>,
+}
+
+impl Run<'_> {
+    /// Every test has ended, or one failed.
+    fn finished(&self) -> bool {
+        self.outcomes.len() == self.tests.len()
+            || self
+                .outcomes
+                .last()
+                .is_some_and(|outcome| *outcome != VmOutcome::Exited(0))
+    }
+
+    /// One line from the helper's port: a marker (anywhere in it, what
+    /// comes before being output), or a line of the current test's output.
+    fn line(&mut self, line: &str, on_event: &mut dyn FnMut(VmEvent<'_>)) {
+        let line = line.trim_end_matches('\r');
+        let (output, mark) = match line.find(&self.marker) {
+            Some(at) => (&line[..at], Some(&line[at + self.marker.len()..])),
+            None => (line, None),
+        };
+        // Blank lines are dropped: the helper puts one before each marker.
+        if let Some((index, _)) = self.current
+            && !output.is_empty()
+        {
+            on_event(VmEvent::Line(index, output));
+        }
+        let Some(mark) = mark else {
+            return;
+        };
+        let words: Vec<&str> = mark.split_whitespace().collect();
+        // Tests begin and end in order, one at a time: any other marker is
+        // not the helper's.
+        let expected = self.outcomes.len();
+        match words.as_slice() {
+            ["ready"] => self.ready = true,
+            ["begin", number] if self.current.is_none() && number.parse() == Ok(expected) => {
+                self.current = Some((expected, Instant::now()));
+                on_event(VmEvent::Begin(expected));
+            }
+            ["end", number, status]
+                if self.current.is_some_and(|(index, _)| index == expected)
+                    && number.parse() == Ok(expected) =>
+            {
+                let Ok(status) = status.parse::<i32>() else {
+                    return;
+                };
+                let outcome = VmOutcome::Exited(status);
+                on_event(VmEvent::End(expected, &outcome));
+                self.outcomes.push(outcome);
+                self.current = None;
+                if self.finished() {
+                    self.done_at = Some(Instant::now());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The last lines of the machine's console, and what qemu said, for an
+/// error.
+fn console_tail(console: &Path, qemu_log: &Path) -> String {
+    let text = std::fs::read(console).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text
         .lines()
@@ -445,7 +556,13 @@ fn console_tail(path: &Path) -> String {
         .filter(|line| !line.trim().is_empty())
         .collect();
     let start = lines.len().saturating_sub(20);
-    lines[start..].join("\n")
+    let mut tail = lines[start..].join("\n");
+    let said = std::fs::read(qemu_log).unwrap_or_default();
+    let said = String::from_utf8_lossy(&said);
+    if !said.trim().is_empty() {
+        tail.push_str(&format!("\nqemu: {}", said.trim()));
+    }
+    tail
 }
 
 /// Reads whole lines appended to a file since the last call.

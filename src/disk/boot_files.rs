@@ -67,7 +67,11 @@ impl BootFiles {
 
 /// The newest `/boot/{prefix}*` regular file, by version order.
 fn newest(root: &Path, prefix: &str) -> Option<ImageFile> {
-    let entries = std::fs::read_dir(root.join("boot")).ok()?;
+    // `/boot` as the image sees it: its symlink, if any, inside the root.
+    let (_, boot) = resolve_entry(root, "/boot").filter(|(_, host)| {
+        std::fs::symlink_metadata(host).is_ok_and(|metadata| metadata.is_dir())
+    })?;
+    let entries = std::fs::read_dir(boot).ok()?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .filter(|name| name.starts_with(prefix) && !name.ends_with(".old"))
@@ -115,6 +119,17 @@ fn version_order(a: &str, b: &str) -> Ordering {
 /// `path` in the image, as a regular file in `root`, following symlinks
 /// (at most 16) without leaving the root.
 fn resolve(root: &Path, path: &str) -> Option<ImageFile> {
+    let (in_image, on_host) = resolve_entry(root, path)?;
+    let metadata = std::fs::symlink_metadata(&on_host).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    Some(ImageFile { in_image, on_host })
+}
+
+/// Where `path` in the image leads, with every symlink on the way (at most
+/// 16) followed inside the root: its path in the image and in `root`.
+fn resolve_entry(root: &Path, path: &str) -> Option<(String, PathBuf)> {
     let mut current = PathBuf::from("/");
     let mut pending: Vec<String> = components(path)?;
     pending.reverse();
@@ -145,14 +160,7 @@ fn resolve(root: &Path, path: &str) -> Option<ImageFile> {
         }
     }
     let on_host = root.join(current.strip_prefix("/").ok()?);
-    let metadata = std::fs::symlink_metadata(&on_host).ok()?;
-    if !metadata.is_file() {
-        return None;
-    }
-    Some(ImageFile {
-        in_image: current.to_str()?.to_owned(),
-        on_host,
-    })
+    Some((current.to_str()?.to_owned(), on_host))
 }
 
 fn components(path: &str) -> Option<Vec<String>> {
@@ -193,6 +201,12 @@ mod tests {
         std::os::unix::fs::symlink("boot/vmlinuz-6.1.0-28-amd64", root.path().join("vmlinuz"))
             .unwrap();
         std::os::unix::fs::symlink("../../../../etc/passwd", boot.join("escape")).unwrap();
+        // A /boot that points at the host's finds nothing there.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("vmlinuz-9.9"), b"host").unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), other.path().join("boot")).unwrap();
+        assert!(newest(other.path(), "vmlinuz-").is_none());
         let found = resolve(root.path(), "/vmlinuz").unwrap();
         assert_eq!(found.in_image, "/boot/vmlinuz-6.1.0-28-amd64");
         assert_eq!(

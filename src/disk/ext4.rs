@@ -107,7 +107,9 @@ impl Ext4<'_> {
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .ok_or(DiskError::Dumpe2fs(name))
         };
-        let used = field("Inode count:")? - field("Free inodes:")?;
+        let used = field("Inode count:")?
+            .checked_sub(field("Free inodes:")?)
+            .ok_or(DiskError::Dumpe2fs("Free inodes:"))?;
         let epoch = self.epoch.to_string();
         let mut commands = String::new();
         for inode in std::iter::once(2).chain(11..=used + 1) {

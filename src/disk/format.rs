@@ -61,9 +61,16 @@ pub(super) fn convert(
                 &inside,
             )?;
             fix_vmdk_cid(&inside, image).map_err(IoError::at("write", &inside))?;
-            let vmdk = temp(".vmdk")?;
-            std::fs::rename(&inside, vmdk.path()).map_err(IoError::at("move", &inside))?;
-            vmdk
+            // The temp file's place gets the vmdk, and a handle to it (the
+            // one it had is to the file the rename replaced).
+            let place = temp(".vmdk")?.into_temp_path();
+            std::fs::rename(&inside, &place).map_err(IoError::at("move", &inside))?;
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .open(&place)
+                .map_err(IoError::at("open", &place))?;
+            NamedTempFile::from_parts(file, place)
         }
         DiskFormat::Gce => {
             let tarball = temp(".tar.gz")?;

@@ -51,10 +51,11 @@ pub(super) fn install(
             "serial --unit=0 --speed=115200\n\
              terminal_output console serial\n\
              search --no-floppy --fs-uuid --set=root {root_uuid}\n\
-             echo 'kiln: loading {kernel}'\n\
+             echo {loading}\n\
              linux {kernel} {cmdline}\n\
              initrd {initrd}\n\
              boot\n",
+            loading = quote(&format!("kiln: loading {}", files.kernel.in_image)),
             kernel = quote(&files.kernel.in_image),
             initrd = quote(&files.initrd.in_image),
             cmdline = words.join(" "),

@@ -295,10 +295,15 @@ pub fn write_raw(
         epoch: image.epoch,
     };
     let requested = settings.size.map(|size| size.bytes());
+    // Compute Engine imports whole GiB only: a fitted gce disk grows to one.
+    let whole_gib = |size: u64| match settings.format {
+        DiskFormat::Gce => size.div_ceil(1 << 30) << 30,
+        _ => size,
+    };
     if settings.boot == BootMode::None {
         let size = match requested {
             Some(size) => size,
-            None => ext4::fitted_size(root).map_err(IoError::at("measure", root))?,
+            None => whole_gib(ext4::fitted_size(root).map_err(IoError::at("measure", root))?),
         };
         return filesystem.make(root, raw, 0, size);
     }
@@ -323,11 +328,12 @@ pub fn write_raw(
     }
     let esp_size = esp::size_for(&boot_files).map_err(IoError::at("measure", root))?;
     let fitted_root = ext4::fitted_size(root).map_err(IoError::at("measure", root))?;
+    let fitted = Layout::plan(settings.boot, esp_size, Some(fitted_root), None).disk_size;
     let layout = Layout::plan(
         settings.boot,
         esp_size,
         Some(fitted_root),
-        requested.map(|size| size.div_ceil(MIB) * MIB),
+        Some(requested.map_or_else(|| whole_gib(fitted), |size| size.div_ceil(MIB) * MIB)),
     );
     if layout.root.1 < fitted_root * 3 / 4 {
         return Err(DiskError::TooSmall {

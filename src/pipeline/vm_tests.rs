@@ -73,7 +73,9 @@ impl BuildContext<'_> {
             .iter()
             .map(|(planned, _)| self.vm_test(planned.index, prepared))
             .collect::<Result<Vec<_>, _>>()?;
-        let raw = self.write_test_disk(prepared, disk, &tests)?;
+        let nonce =
+            vm::nonce().map_err(IoError::at("read", std::path::Path::new("/dev/urandom")))?;
+        let raw = TestDisk(self.write_test_disk(prepared, disk, &tests, &nonce)?);
         let vm_work = self
             .work
             .fresh_dir("vm")
@@ -134,18 +136,22 @@ impl BuildContext<'_> {
             }
         };
         let outcomes = vm::run_tests(
-            &raw,
+            &raw.0,
             disk.boot,
             &vm_work,
             &tests,
+            &nonce,
             self.runner.cancelled,
             &mut on_event,
         );
-        std::fs::remove_file(&raw).map_err(IoError::at("remove", &raw))?;
+        drop(raw);
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,
             Err(vm::VmError::Cancelled) => return Err(BuildError::Cancelled),
-            Err(error) => return Err(BuildError::Vm(Box::new(error))),
+            Err(error) => {
+                let error = error.redacted(|text| self.redactor().redact(text).into_owned());
+                return Err(BuildError::Vm(Box::new(error)));
+            }
         };
         for (index, (planned, key)) in pending.iter().enumerate() {
             let test = &template.tests[planned.index];
@@ -185,17 +191,15 @@ impl BuildContext<'_> {
     fn vm_test(&self, index: usize, prepared: &PreparedImage) -> Result<VmTest, BuildError> {
         let plan = self.plan;
         let test = &plan.template.tests[index];
-        let script = match test.body_with_markers() {
-            ShellBody::Inline(lines) => lines.join("\n") + "\n",
+        let (scripts, errexit) = match test.body_with_markers() {
+            ShellBody::Inline(lines) => (vec![lines.join("\n") + "\n"], true),
             ShellBody::Scripts(paths) => {
-                let mut script = String::new();
+                let mut scripts = Vec::new();
                 for path in paths {
-                    let text =
-                        std::fs::read_to_string(&path).map_err(IoError::at("read", &path))?;
-                    script.push_str(&text);
-                    script.push('\n');
+                    scripts
+                        .push(std::fs::read_to_string(&path).map_err(IoError::at("read", &path))?);
                 }
-                script
+                (scripts, false)
             }
         };
         let config = &prepared.container_config;
@@ -212,7 +216,8 @@ impl BuildContext<'_> {
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
         Ok(VmTest {
-            script,
+            scripts,
+            errexit,
             env,
             workdir: config.working_dir.clone().unwrap_or_else(|| "/".to_owned()),
             user: test.user.clone(),
@@ -229,6 +234,7 @@ impl BuildContext<'_> {
         prepared: &PreparedImage,
         disk: &DiskSettings,
         tests: &[VmTest],
+        nonce: &str,
     ) -> Result<std::path::PathBuf, BuildError> {
         let store = &self.store;
         // Flattening reads the config from the store; storing it alone
@@ -245,7 +251,7 @@ impl BuildContext<'_> {
                 crate::post_processors::context::FlattenError::Export(error).into(),
             ))
         })?;
-        vm::install_helper(&root, tests)
+        vm::install_helper(&root, tests, nonce)
             .map_err(IoError::at("write the test helper into", &root))?;
         let raw = self.work.path().join("vm-disk.raw");
         std::fs::write(&raw, b"").map_err(IoError::at("create", &raw))?;
@@ -260,10 +266,23 @@ impl BuildContext<'_> {
             epoch: self.plan.epoch,
         };
         let written = crate::disk::write_raw(&root, &image, &settings, &raw);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&raw);
+        }
         self.work
             .fresh_dir("vm-root")
             .map_err(IoError::at("remove", &root))?;
         written.map_err(|error| BuildError::TestDisk(Box::new(error.into())))?;
         Ok(raw)
+    }
+}
+
+/// The test disk, removed however the run ends (the work folder goes
+/// too, but a disk is large and the rest of the build may take long).
+struct TestDisk(std::path::PathBuf);
+
+impl Drop for TestDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -188,6 +188,21 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
     for (index, test) in template.tests.iter().enumerate() {
         let mut inputs = KeyInputs::new("test", 0, &dir);
         test.key_inputs(&mut inputs, &variables_digest)?;
+        if test.place == crate::image_test::TestPlace::Vm {
+            // The machine it runs in: the disk's boot settings and the
+            // host's bootloaders.
+            let disk = template.post_processors.iter().find_map(|post| match post {
+                crate::post_processors::PostProcessor::Disk(disk)
+                    if disk.boot != crate::disk::BootMode::None =>
+                {
+                    Some(disk)
+                }
+                _ => None,
+            });
+            inputs
+                .setting("disk", &disk)
+                .setting("bootloaders", &crate::disk::bootloader_versions());
+        }
         tests.push(PlannedTest {
             index,
             name: redactor.redact(&test.name).into_owned(),

@@ -47,11 +47,18 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DiskSettings> 
     let boot = raw.boot.unwrap_or_default();
     let format = raw.format.unwrap_or(DiskFormat::Raw);
     let cmdline = match cx.optional_text(&at.key("cmdline"), raw.cmdline.as_deref()) {
-        Some(Some(cmdline)) if cmdline.chars().any(char::is_control) => {
+        Some(Some(cmdline))
+            if cmdline
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\') =>
+        {
+            // GRUB re-quotes words with `"` or `\` its own way: BIOS and
+            // UEFI would boot different command lines.
             cx.report(
                 &at.key("cmdline"),
                 DiagnosticKind::Invalid(
-                    "a kernel command line is one line, without control characters".to_owned(),
+                    "a kernel command line here is one line of words, without control characters, `\"` or `\\`"
+                        .to_owned(),
                 ),
             );
             None
@@ -78,6 +85,21 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DiskSettings> 
         }
     }
     let size = size?;
+    if format == DiskFormat::Gce
+        && let Some(size) = size
+            .filter(|size: &crate::template::units::ByteSize| !size.bytes().is_multiple_of(1 << 30))
+    {
+        cx.report(
+            &at.key("size"),
+            DiagnosticKind::InvalidValue {
+                what: "size",
+                value: size.to_string(),
+                reason: "a gce disk is a whole number of GiB (Compute Engine imports no other)"
+                    .to_owned(),
+            },
+        );
+        return None;
+    }
     if format == DiskFormat::Vhd
         && let Some(size) = size
             .filter(|size: &crate::template::units::ByteSize| !size.bytes().is_multiple_of(1 << 20))

@@ -237,21 +237,36 @@ fn bootable_disks_are_gpt_disks_with_bootloaders_and_repeat_in_every_format() {
         .arg(first.path("out/vm-1.0.gce.tar.gz"))
         .arg("-C")
         .arg(&unpacked));
-    // gce's disk.raw is the fitted hybrid disk `kiln export` writes too.
-    let exported_raw = first.path("exported.raw");
+    // gce's disk.raw is a whole number of GiB (Compute Engine imports no
+    // other), a GPT disk with the root grown to the end.
+    let gce_raw = unpacked.join("disk.raw");
+    assert_eq!(std::fs::metadata(&gce_raw).unwrap().len() % (1 << 30), 0);
+    let gce_table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&gce_raw))).unwrap();
+    assert_eq!(
+        gce_table["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let exported_gce = first.path("exported.gce.tar.gz");
     first
         .kiln([
             "export",
             "vm:1.0",
             "--format",
-            "raw",
+            "gce",
             "--boot",
             "hybrid",
             "-o",
-            exported_raw.to_str().unwrap(),
+            exported_gce.to_str().unwrap(),
         ])
         .expect_code(0);
-    assert_eq!(sha256(&unpacked.join("disk.raw")), sha256(&exported_raw));
+    assert_eq!(
+        sha256(&exported_gce),
+        sha256(&first.path("out/vm-1.0.gce.tar.gz"))
+    );
 
     // `kiln export` writes the same disk as the post-processor with the
     // same settings (fitted, no cmdline), under the same name (a vmdk's
