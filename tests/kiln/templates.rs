@@ -135,13 +135,19 @@ fn example_templates_are_valid() {
     assert!(
         names.iter().any(|name| name == "hello.toml")
             && names.iter().any(|name| name == "busybox.toml")
+            && names.iter().any(|name| name == "debian-vm.toml")
     );
     let mut args = vec!["validate".into()];
-    args.extend(templates.into_iter().map(|path| path.into_os_string()));
+    args.extend(templates.iter().map(|path| path.clone().into_os_string()));
     let outcome = env.kiln(&args);
     outcome.expect_code(0);
     assert!(outcome.stdout.contains("hello.toml: valid"));
     assert!(outcome.stdout.contains("busybox.toml: valid"));
+    assert!(outcome.stdout.contains("debian-vm.toml: valid"));
+    // The examples are in kiln fmt's canonical layout.
+    let mut args = vec!["fmt".into(), "--check".into()];
+    args.extend(templates.into_iter().map(|path| path.into_os_string()));
+    env.kiln(&args).expect_code(0);
 }
 
 const LAYERED: &str = r#"
