@@ -41,7 +41,7 @@ fn validate_reports_every_section_at_once() {
         "many.toml",
         "[image]\nname = \"Web\"\nversion = \"1.0\"\n\n[source]\ntype = \"tarbal\"\n\n\
          [[provisioner]]\ntype = \"shell\"\ninline = [\"true\"]\ntimeout = \"soon\"\n\n\
-         [[post_processor]]\ntype = \"disk\"\nformat = \"vmdk\"\n",
+         [[post_processor]]\ntype = \"disk\"\nformat = \"vdi\"\n",
     );
     let outcome = env.kiln(["validate", template.to_str().unwrap()]);
     outcome.expect_code(2);
