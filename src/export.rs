@@ -165,7 +165,17 @@ fn write_layout(store: &Store, entry: &ImageEntry, root: &Path) -> Result<(), Ex
 /// `root`, each checked against its digest and its diff id.
 pub fn flatten(store: &Store, manifest: &Manifest, root: &Path) -> Result<(), ExportError> {
     let config = store.config(manifest)?;
-    let diff_ids = &config.rootfs.diff_ids;
+    flatten_layers(store, manifest, &config.rootfs.diff_ids, root)
+}
+
+/// Applies the layers of `manifest`, whose diff ids are `diff_ids`, into
+/// `root`: for an image whose config is not stored yet.
+pub fn flatten_layers(
+    store: &Store,
+    manifest: &Manifest,
+    diff_ids: &[crate::reference::Digest],
+    root: &Path,
+) -> Result<(), ExportError> {
     if diff_ids.len() != manifest.layers.len() {
         return Err(ExportError::LayerCount(
             manifest.layers.len(),

@@ -5,7 +5,8 @@
 use std::cmp::Ordering;
 use std::path::{Component, Path, PathBuf};
 
-use super::{DiskError, DiskSettings};
+use crate::disk::error::DiskError;
+use crate::disk::settings::DiskSettings;
 
 /// A file of the image: its path there (`/boot/vmlinuz-6.1.0-28-amd64`)
 /// and where it is in the flattened root.

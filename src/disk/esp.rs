@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{BootFiles, DiskError, MIB, tool};
+use crate::disk::boot_files::BootFiles;
+use crate::disk::error::DiskError;
+use crate::disk::settings::MIB;
+use crate::disk::tool;
 use crate::io_error::IoError;
 
 /// systemd-boot, from the host's `systemd-boot-efi`.

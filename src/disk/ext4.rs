@@ -7,7 +7,8 @@ use std::io;
 use std::path::Path;
 use std::process::Command;
 
-use super::{DiskError, tool};
+use crate::disk::error::DiskError;
+use crate::disk::tool;
 use crate::io_error::IoError;
 
 /// The filesystem features and sizes, pinned here rather than read from

@@ -13,8 +13,10 @@ use std::process::Command;
 
 use tempfile::NamedTempFile;
 
-use super::{DiskError, DiskFormat, DiskImage, tool};
 use crate::artifact::temp_beside;
+use crate::disk::error::DiskError;
+use crate::disk::settings::{DiskFormat, DiskImage};
+use crate::disk::tool;
 use crate::io_error::IoError;
 
 /// Seconds from the Unix epoch to the VHD epoch, 2000-01-01.

@@ -71,7 +71,7 @@ impl std::fmt::Display for Guid {
 }
 
 pub mod types {
-    use super::Guid;
+    use crate::disk::gpt::Guid;
 
     pub const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
     pub const EFI_SYSTEM: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";

@@ -11,7 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use super::{BootFiles, DiskError, MIB, tool};
+use crate::disk::boot_files::BootFiles;
+use crate::disk::error::DiskError;
+use crate::disk::settings::MIB;
+use crate::disk::tool;
 use crate::io_error::IoError;
 
 pub(super) const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";

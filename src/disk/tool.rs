@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use super::DiskError;
+use crate::disk::error::DiskError;
 
 /// Runs `command`, returning its standard output.
 pub(super) fn run(command: &mut Command, package: &'static str) -> Result<String, DiskError> {

@@ -46,6 +46,8 @@ pub struct PreparedImage {
     pub config: Vec<u8>,
     /// Its config's `config`: what the image's commands run with.
     pub container_config: ContainerConfig,
+    /// Its layers' diff ids, in order.
+    pub diff_ids: Vec<Digest>,
     pub manifest: Manifest,
     pub manifest_bytes: Vec<u8>,
     pub digest: Digest,
@@ -173,6 +175,7 @@ impl ImageBuilder {
             file_index,
             config,
             container_config,
+            diff_ids: self.diff_ids.clone(),
             digest: Digest::of(&manifest_bytes),
             manifest,
             manifest_bytes,

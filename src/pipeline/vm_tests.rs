@@ -237,20 +237,18 @@ impl BuildContext<'_> {
         nonce: &str,
     ) -> Result<std::path::PathBuf, BuildError> {
         let store = &self.store;
-        // Flattening reads the config from the store; storing it alone
-        // tags nothing.
-        store
-            .put_bytes(crate::oci::MEDIA_TYPE_CONFIG, &prepared.config)
-            .map_err(BuildError::store)?;
+        // Nothing of the image is stored before its tests pass: its layers
+        // are (the stage cache's), its config not yet.
         let root = self
             .work
             .fresh_dir("vm-root")
             .map_err(IoError::at("create", self.work.path()))?;
-        crate::export::flatten(store, &prepared.manifest, &root).map_err(|error| {
-            BuildError::TestDisk(Box::new(
-                crate::post_processors::context::FlattenError::Export(error).into(),
-            ))
-        })?;
+        crate::export::flatten_layers(store, &prepared.manifest, &prepared.diff_ids, &root)
+            .map_err(|error| {
+                BuildError::TestDisk(Box::new(
+                    crate::post_processors::context::FlattenError::Export(error).into(),
+                ))
+            })?;
         vm::install_helper(&root, tests, nonce)
             .map_err(IoError::at("write the test helper into", &root))?;
         let raw = self.work.path().join("vm-disk.raw");
