@@ -131,14 +131,7 @@ impl BuildContext<'_> {
         let lowers = self.lower_names(image);
         let shell = test.as_shell(config.working_dir.clone());
         let timeout = test.timeout.map(|timeout| timeout.as_std());
-        // The image's environment first; kiln's and the test's own win.
-        let mut env: Vec<(String, String)> = config
-            .env
-            .iter()
-            .filter_map(|entry| entry.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect();
-        env.extend(plan.variables.iter().cloned());
+        let env = test_env(config, &plan.variables);
         let result = (|| {
             for mut task in shell.tasks(Place::InRoot, &env) {
                 if let Task::InRoot { user, .. } = &mut task {
@@ -164,4 +157,20 @@ impl BuildContext<'_> {
         ))?;
         Ok(result)
     }
+}
+
+/// What a test's commands get before their own `env`: the image's `env`,
+/// then the template's variables as `KILN_VAR_NAME` (later wins).
+pub(super) fn test_env(
+    config: &ContainerConfig,
+    variables: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = config
+        .env
+        .iter()
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    env.extend(variables.iter().cloned());
+    env
 }

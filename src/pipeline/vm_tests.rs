@@ -203,13 +203,7 @@ impl BuildContext<'_> {
             }
         };
         let config = &prepared.container_config;
-        let mut env: Vec<(String, String)> = config
-            .env
-            .iter()
-            .filter_map(|entry| entry.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect();
-        env.extend(plan.variables.iter().cloned());
+        let mut env = super::tests::test_env(config, &plan.variables);
         env.extend(
             test.env
                 .iter()
