@@ -16,6 +16,7 @@
 //! compression, hashing, references, OCI documents).
 
 pub mod artifact;
+pub mod aws;
 pub mod bake;
 pub mod cache;
 pub mod compression;
