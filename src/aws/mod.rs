@@ -2,4 +2,5 @@
 //! machine): request signing first; the EBS, EC2 and SSM calls an AMI
 //! needs build on it.
 
+pub mod credentials;
 pub mod sigv4;
