@@ -2,5 +2,6 @@
 //! machine): request signing first; the EBS, EC2 and SSM calls an AMI
 //! needs build on it.
 
+pub mod blocks;
 pub mod credentials;
 pub mod sigv4;
