@@ -211,16 +211,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DebootstrapSou
         Some(variant) => Some(variant.unwrap_or_else(|| "minbase".to_owned())),
         None => None,
     };
-    let include: Vec<Option<String>> = raw
-        .include
-        .iter()
-        .enumerate()
-        .map(|(index, package)| {
-            let package_at = at.key("include").index(index);
-            let package = cx.text(&package_at, package)?;
-            check_word(cx, &package_at, package, "package name")
-        })
-        .collect();
+    let include = check_words(cx, at, "include", &raw.include, "package name");
     let mirror = optional(raw.mirror.as_deref(), |mirror| {
         check_mirror(cx, &at.key("mirror"), mirror)
     });
@@ -228,16 +219,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DebootstrapSou
         Some(Some(arch)) => check_word(cx, &at.key("arch"), arch, "architecture").map(Some),
         other => other,
     };
-    let components: Vec<Option<String>> = raw
-        .components
-        .iter()
-        .enumerate()
-        .map(|(index, component)| {
-            let component_at = at.key("components").index(index);
-            let component = cx.text(&component_at, component)?;
-            check_word(cx, &component_at, component, "component")
-        })
-        .collect();
+    let components = check_words(cx, at, "components", &raw.components, "component");
     let suites: Vec<Option<ExtraSuite>> = raw
         .suites
         .iter()
@@ -263,12 +245,32 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<DebootstrapSou
     Some(DebootstrapSource {
         suite: suite?,
         variant: variant?,
-        include: include.into_iter().collect::<Option<_>>()?,
+        include: include?,
         mirror: mirror?,
         arch: arch?,
-        components: components.into_iter().collect::<Option<_>>()?,
+        components: components?,
         suites: suites.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// Each word of the list at `key`, every bad one reported.
+fn check_words(
+    cx: &mut Checker<'_>,
+    at: &KeyPath,
+    key: &str,
+    raw: &[String],
+    what: &'static str,
+) -> Option<Vec<String>> {
+    let checked: Vec<Option<String>> = raw
+        .iter()
+        .enumerate()
+        .map(|(index, word)| {
+            let word_at = at.key(key).index(index);
+            let word = cx.text(&word_at, word)?;
+            check_word(cx, &word_at, word, what)
+        })
+        .collect();
+    checked.into_iter().collect()
 }
 
 fn check_mirror(cx: &mut Checker<'_>, at: &KeyPath, raw: &str) -> Option<String> {
