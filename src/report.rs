@@ -213,6 +213,24 @@ pub enum Event {
         unchanged: bool,
         seconds: f64,
     },
+    /// A bootable disk's non-zero blocks are in an EBS snapshot.
+    SnapshotUploaded {
+        build: String,
+        region: String,
+        snapshot_id: String,
+        blocks: u64,
+        bytes: u64,
+        seconds: f64,
+    },
+    /// An AMI is ready in a region (`unchanged`: it was there already,
+    /// with the same name and digest).
+    AmiPublished {
+        build: String,
+        region: String,
+        name: String,
+        image_id: String,
+        unchanged: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -264,6 +282,8 @@ impl Event {
             | Event::TransferProgress { build, .. }
             | Event::TransferFinished { build, .. }
             | Event::ImagePushed { build, .. }
+            | Event::SnapshotUploaded { build, .. }
+            | Event::AmiPublished { build, .. }
             | Event::ArtifactWritten { build, .. }
             | Event::PostProcessorOutput { build, .. }
             | Event::ChannelMoved { build, .. } => build,

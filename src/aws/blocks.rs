@@ -25,8 +25,21 @@ pub struct Block {
 /// The blocks of `file` holding anything but zeros, in order, found by
 /// skipping the file's holes and reading the rest.
 pub fn data_blocks(file: &File) -> io::Result<Vec<Block>> {
-    let size = file.metadata()?.len();
     let mut blocks = Vec::new();
+    scan(file, |index, data| {
+        blocks.push(Block {
+            index,
+            sha256: base64_sha256(data),
+        });
+        Ok(true)
+    })?;
+    Ok(blocks)
+}
+
+/// Calls `each` with every block of `file` holding anything but zeros, in
+/// order, with its 512 KiB (the last padded); it returns `false` to stop.
+pub fn scan(file: &File, mut each: impl FnMut(u64, &[u8]) -> io::Result<bool>) -> io::Result<()> {
+    let size = file.metadata()?.len();
     let mut buffer = vec![0u8; BLOCK_SIZE as usize];
     let mut index = 0;
     while index * BLOCK_SIZE < size {
@@ -40,15 +53,12 @@ pub fn data_blocks(file: &File) -> io::Result<Vec<Block>> {
             continue;
         }
         read_block(file, index, size, &mut buffer)?;
-        if buffer.iter().any(|byte| *byte != 0) {
-            blocks.push(Block {
-                index,
-                sha256: base64_sha256(&buffer),
-            });
+        if buffer.iter().any(|byte| *byte != 0) && !each(index, &buffer)? {
+            break;
         }
         index += 1;
     }
-    Ok(blocks)
+    Ok(())
 }
 
 /// Block `index` of a file of `size` bytes, padded with zeros at the end.
@@ -72,7 +82,8 @@ pub fn aggregate_sha256(blocks: &[Block]) -> io::Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
 }
 
-fn base64_sha256(bytes: &[u8]) -> String {
+/// base64 of the sha256 of `bytes`, as the EBS direct API takes it.
+pub fn base64_sha256(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
 }
 

@@ -1,9 +1,11 @@
 //! Finding AWS credentials as AWS's own tools do, from what is on this
 //! machine: a named profile (the template's `profile`, or `AWS_PROFILE`)
 //! from the shared config and credentials files, its `credential_process`;
-//! else the `AWS_ACCESS_KEY_ID` environment; else the `default` profile.
-//! (Web identity and the instance metadata service need a request to AWS,
-//! and come with the HTTP client.)
+//! else the `AWS_ACCESS_KEY_ID` environment; else a web identity
+//! (`AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE`, or a profile's
+//! `role_arn` and `web_identity_token_file`); else the `default` profile;
+//! else the instance metadata service. The last two need a request to AWS
+//! ([`super::sts`], [`super::imds`]); this module only says which.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,84 @@ impl Environment<'_> {
     }
 }
 
+/// Where the credentials come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Keys found on this machine.
+    Static(Credentials),
+    /// `AssumeRoleWithWebIdentity` with the token in `token_file`.
+    WebIdentity {
+        role_arn: String,
+        token_file: PathBuf,
+        session_name: String,
+    },
+    /// The EC2 instance metadata service (IMDSv2).
+    InstanceMetadata { endpoint: String },
+}
+
+/// The default IMDS address (`AWS_EC2_METADATA_SERVICE_ENDPOINT` moves it).
+const IMDS_ENDPOINT: &str = "http://169.254.169.254";
+
+/// Where the credentials for `profile` (or the usual order without one)
+/// come from.
+pub fn source(
+    environment: &Environment<'_>,
+    profile: Option<&str>,
+) -> Result<Source, CredentialsError> {
+    let named = profile
+        .map(str::to_owned)
+        .or_else(|| environment.var("AWS_PROFILE"));
+    let session_name = environment
+        .var("AWS_ROLE_SESSION_NAME")
+        .unwrap_or_else(|| "kiln".to_owned());
+    if let Some(name) = &named
+        && let Some(settings) = profile_settings(environment, name)?
+        && let (Some(role_arn), Some(token_file)) = (
+            settings.get("role_arn"),
+            settings.get("web_identity_token_file"),
+        )
+    {
+        return Ok(Source::WebIdentity {
+            role_arn: role_arn.clone(),
+            token_file: PathBuf::from(token_file),
+            session_name: settings
+                .get("role_session_name")
+                .cloned()
+                .unwrap_or(session_name),
+        });
+    }
+    if named.is_none()
+        && environment.var("AWS_ACCESS_KEY_ID").is_none()
+        && let (Some(role_arn), Some(token_file)) = (
+            environment.var("AWS_ROLE_ARN"),
+            environment.var("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        )
+    {
+        return Ok(Source::WebIdentity {
+            role_arn,
+            token_file: PathBuf::from(token_file),
+            session_name,
+        });
+    }
+    match resolve(environment, profile) {
+        Ok(credentials) => Ok(Source::Static(credentials)),
+        Err(CredentialsError::NotFound { .. })
+            if !environment
+                .var("AWS_EC2_METADATA_DISABLED")
+                .is_some_and(|value| value.eq_ignore_ascii_case("true")) =>
+        {
+            Ok(Source::InstanceMetadata {
+                endpoint: environment
+                    .var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                    .unwrap_or_else(|| IMDS_ENDPOINT.to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// The process's own environment and home.
 pub fn process_environment(var: &dyn Fn(&str) -> Option<String>) -> Environment<'_> {
     let home = std::env::var_os("HOME")
@@ -77,7 +157,8 @@ pub fn process_environment(var: &dyn Fn(&str) -> Option<String>) -> Environment<
     Environment { var, home }
 }
 
-/// The credentials for `profile` (or the usual order without one).
+/// The credentials on this machine for `profile` (or the usual order
+/// without one).
 pub fn resolve(
     environment: &Environment<'_>,
     profile: Option<&str>,
@@ -343,6 +424,49 @@ mod tests {
         let vars = |name: &str| (name == "AWS_PROFILE").then(|| "ci".to_owned());
         let env = environment(home.path(), &vars);
         assert_eq!(resolve(&env, None).unwrap().access_key_id, "AKIDCI");
+    }
+
+    #[test]
+    fn web_identity_comes_before_the_default_profile_and_the_metadata_service_last() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".aws")).unwrap();
+        std::fs::write(
+            home.path().join(".aws/config"),
+            "[profile ci]\nrole_arn = arn:aws:iam::123456789012:role/ci\nweb_identity_token_file = /run/token\n",
+        )
+        .unwrap();
+        let vars = |name: &str| match name {
+            "AWS_ROLE_ARN" => Some("arn:aws:iam::123456789012:role/env".to_owned()),
+            "AWS_WEB_IDENTITY_TOKEN_FILE" => Some("/run/env-token".to_owned()),
+            _ => None,
+        };
+        let env = environment(home.path(), &vars);
+        match source(&env, None).unwrap() {
+            Source::WebIdentity {
+                role_arn,
+                token_file,
+                session_name,
+            } => {
+                assert!(role_arn.ends_with("role/env"));
+                assert_eq!(token_file, Path::new("/run/env-token"));
+                assert_eq!(session_name, "kiln");
+            }
+            other => panic!("{other:?}"),
+        }
+        match source(&env, Some("ci")).unwrap() {
+            Source::WebIdentity { role_arn, .. } => assert!(role_arn.ends_with("role/ci")),
+            other => panic!("{other:?}"),
+        }
+        let none = |name: &str| {
+            (name == "AWS_EC2_METADATA_SERVICE_ENDPOINT").then(|| "http://127.0.0.1:9/".to_owned())
+        };
+        match source(&environment(home.path(), &none), None).unwrap() {
+            Source::InstanceMetadata { endpoint } => assert_eq!(endpoint, "http://127.0.0.1:9"),
+            other => panic!("{other:?}"),
+        }
+        let disabled =
+            |name: &str| (name == "AWS_EC2_METADATA_DISABLED").then(|| "true".to_owned());
+        assert!(source(&environment(home.path(), &disabled), None).is_err());
     }
 
     #[test]

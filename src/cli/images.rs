@@ -1,6 +1,6 @@
 //! `kiln images [NAME]`: the stored images with their digests, sizes,
 //! creation times (the reproducible epoch the image records), when each was
-//! stored, parents and channels.
+//! stored, parents, channels and the AMIs made of it.
 
 use kiln::oci;
 use kiln::reference::RemoteRef;
@@ -89,7 +89,7 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
     }
     let mut rows = vec![
         [
-            "NAME", "VERSION", "DIGEST", "SIZE", "CREATED", "STORED", "PARENT", "CHANNELS",
+            "NAME", "VERSION", "DIGEST", "SIZE", "CREATED", "STORED", "PARENT", "CHANNELS", "AMIS",
         ]
         .map(str::to_owned),
     ];
@@ -131,6 +131,14 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
             .filter(|(_, version)| version == &entry.version)
             .map(|(channel, _)| channel.to_string())
             .collect();
+        let amis: Vec<String> = store
+            .amis_of(&entry.name)
+            .unwrap_or_default()
+            .remove(entry.version.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|record| format!("{}:{}", record.region, record.image_id))
+            .collect();
         rows.push([
             entry.name.to_string(),
             entry.version.to_string(),
@@ -143,6 +151,11 @@ pub fn run(name: Option<&str>, options: &kiln::remote::RemoteOptions) -> Exit {
                 "-".to_owned()
             } else {
                 channels.join(",")
+            },
+            if amis.is_empty() {
+                "-".to_owned()
+            } else {
+                amis.join(",")
             },
         ]);
     }

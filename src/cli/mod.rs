@@ -14,6 +14,7 @@ mod fmt;
 mod images;
 mod inspect;
 mod login;
+mod publish;
 mod pull;
 mod push;
 mod reporters;
@@ -263,6 +264,9 @@ pub enum Command {
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
+    /// Publish a stored image to a cloud
+    #[command(subcommand)]
+    Publish(PublishCommand),
     /// Move, roll back and show channels
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -318,6 +322,13 @@ pub enum Command {
         /// The shell to complete for
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublishCommand {
+    /// Make an AMI of the image: its bootable disk into an EBS snapshot
+    /// (EBS direct API, no instance), registered, copied to every region
+    Ami(Box<publish::AmiArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -469,6 +480,7 @@ fn run(command: Command) -> Exit {
             json,
         } => verify::run(&reference, root.as_deref(), &ignore, json),
         Command::Diff { a, b, json } => diff::run(&a, b.as_deref(), json),
+        Command::Publish(PublishCommand::Ami(args)) => publish::ami(&args),
     }
 }
 

@@ -176,6 +176,30 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
                 )
             }
         }
+        Event::SnapshotUploaded {
+            region,
+            snapshot_id,
+            blocks,
+            bytes,
+            seconds,
+            ..
+        } => format!(
+            "{build}: uploaded {snapshot_id} in {region}: {blocks} blocks ({}) in {seconds:.1}s",
+            human_bytes(*bytes)
+        ),
+        Event::AmiPublished {
+            region,
+            name,
+            image_id,
+            unchanged,
+            ..
+        } => {
+            if *unchanged {
+                format!("{build}: AMI {name} is {image_id} in {region} already; nothing made")
+            } else {
+                format!("{build}: AMI {name} is {image_id} in {region}")
+            }
+        }
     })
 }
 

@@ -17,6 +17,7 @@
 //! work folder (uppers, mount points) is removed however the build ends;
 //! with `--on-error abort` a failed stage's root is first copied out.
 
+mod amis;
 mod artifacts;
 mod failed;
 pub mod image;
@@ -84,6 +85,8 @@ pub struct Built {
     pub channels: Vec<ChannelName>,
     /// Where it was pushed: `HOST/REPO:TAG` of the version and each channel.
     pub pushed: Vec<String>,
+    /// The AMIs of `[[publish.ami]]`, one per region.
+    pub amis: Vec<crate::aws::ami::AmiRecord>,
 }
 
 /// Why a stage failed.
@@ -166,6 +169,14 @@ pub enum BuildError {
         #[source]
         failure: Box<RemoteError>,
     },
+    #[error("failed to publish AMI {name}")]
+    Ami {
+        name: String,
+        #[source]
+        failure: Box<crate::aws::ami::AmiError>,
+    },
+    #[error("failed to find the raw bootable disk an AMI is made of")]
+    NoRawBootableDisk,
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
     #[error("build cancelled")]
@@ -182,6 +193,7 @@ impl BuildError {
         match self {
             BuildError::Store(error) => matches!(**error, StoreError::VersionConflict { .. }),
             BuildError::Publish { failure, .. } => failure.is_conflict(),
+            BuildError::Ami { failure, .. } => failure.is_conflict(),
             _ => false,
         }
     }
@@ -330,6 +342,7 @@ impl BuildContext<'_> {
             artifacts: Vec::new(),
             channels: Vec::new(),
             pushed: Vec::new(),
+            amis: Vec::new(),
         };
         self.check_cancelled()?;
         built.artifacts = self.write_artifacts(&built)?;
@@ -337,6 +350,8 @@ impl BuildContext<'_> {
         built.channels = self.move_channels()?;
         self.check_cancelled()?;
         built.pushed = self.push_remotes()?;
+        self.check_cancelled()?;
+        built.amis = self.publish_amis(&built)?;
         Ok(built)
     }
 

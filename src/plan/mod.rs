@@ -48,6 +48,8 @@ pub struct BuildPlan {
     pub artifacts: Vec<PlannedArtifact>,
     pub channels: Vec<ChannelName>,
     pub remotes: Vec<RemoteRef>,
+    /// `[[publish.ami]]`, unless `--no-publish`.
+    pub amis: Vec<crate::aws::ami::settings::AmiSettings>,
     /// The template's variables as `KILN_VAR_NAME`, which the commands of
     /// shell stages, tests and host commands see.
     pub variables: Vec<(String, String)>,
@@ -227,13 +229,14 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
             path: post_processor.artifact_path(&output, &stem),
         })
         .collect();
-    let (channels, remotes) = if options.publish {
+    let (channels, remotes, amis) = if options.publish {
         (
             template.publish.channels.clone(),
             template.publish.remote.clone(),
+            template.publish.ami.clone(),
         )
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     Ok(BuildPlan {
         reference: format!("{}:{}", image.name, image.version),
@@ -245,6 +248,7 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
         artifacts,
         channels,
         remotes,
+        amis,
         variables,
         template,
     })

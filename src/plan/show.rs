@@ -59,6 +59,7 @@ pub fn plan_json(plan: &BuildPlan) -> Value {
         })).collect::<Vec<_>>(),
         "channels": plan.channels,
         "remotes": plan.remotes.iter().map(|remote| format!("{remote}:{}", template.image.version)).collect::<Vec<_>>(),
+        "amis": plan.amis,
     });
     template.redactor().redact_json(json)
 }
@@ -131,13 +132,21 @@ pub fn plan_text(plan: &BuildPlan) -> String {
             );
         }
     }
-    if !plan.channels.is_empty() || !plan.remotes.is_empty() {
+    if !plan.channels.is_empty() || !plan.remotes.is_empty() || !plan.amis.is_empty() {
         let _ = writeln!(out, "\npublish");
         for channel in &plan.channels {
             let _ = writeln!(out, "  channel    {channel}");
         }
         for remote in &plan.remotes {
             let _ = writeln!(out, "  remote     {remote}:{}", template.image.version);
+        }
+        for ami in &plan.amis {
+            let regions = if ami.regions.is_empty() {
+                "the environment's region".to_owned()
+            } else {
+                ami.regions.join(", ")
+            };
+            let _ = writeln!(out, "  ami        {} in {regions}", ami.name);
         }
     }
     template.redactor().redact(&out).into_owned()

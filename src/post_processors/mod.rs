@@ -41,6 +41,23 @@ pub enum PostProcessor {
     ShellLocal(ShellSpec),
 }
 
+/// The first `disk` post-processor that makes a raw bootable disk (what an
+/// AMI is made of), with its place in the list.
+pub fn raw_bootable_disk(post_processors: &[PostProcessor]) -> Option<(usize, &DiskSettings)> {
+    post_processors
+        .iter()
+        .enumerate()
+        .find_map(|(index, post)| match post {
+            PostProcessor::Disk(disk)
+                if disk.format == crate::disk::DiskFormat::Raw
+                    && disk.boot != crate::disk::BootMode::None =>
+            {
+                Some((index, disk))
+            }
+            _ => None,
+        })
+}
+
 impl PostProcessor {
     pub fn kind(&self) -> &'static str {
         match self {

@@ -167,7 +167,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// The ring provider, for rustls; installed once per process.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -8,6 +8,7 @@
 //! the next time the store is opened. Versions never change: tagging a version
 //! again with another digest is refused.
 
+pub mod amis;
 mod blob;
 pub mod channels;
 mod error;

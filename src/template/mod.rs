@@ -180,6 +180,9 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
     if let (Some(tests), Some(post_processors)) = (&tests, &post_processors) {
         image_test::check_vm_tests_have_a_disk(&mut cx, tests, post_processors);
     }
+    if let (Some(publish), Some(post_processors)) = (&publish, &post_processors) {
+        publish::check_amis_have_a_disk(&mut cx, publish, post_processors);
+    }
     let variables = std::mem::take(&mut cx.variables).into_values().collect();
     match (image, source, provisioners, tests, post_processors, publish) {
         (

@@ -1,11 +1,12 @@
-//! The `[publish]` section: channels to move and registries to push to after
-//! a good build.
+//! The `[publish]` section: channels to move, registries to push to and
+//! AMIs to make after a good build.
 
 use serde::{Deserialize, Serialize};
 
 use super::check::Checker;
 use super::error::DiagnosticKind;
 use super::keypath::KeyPath;
+use crate::aws::ami::settings::{self as ami, AmiSettings};
 use crate::reference::{ChannelName, RemoteRef};
 
 #[derive(Deserialize)]
@@ -15,6 +16,9 @@ pub(crate) struct RawPublish {
     channels: Vec<String>,
     #[serde(default)]
     remote: Vec<String>,
+    /// Checked one by one, with their own key paths.
+    #[serde(default)]
+    ami: Vec<serde::de::IgnoredAny>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -22,6 +26,8 @@ pub struct Publish {
     pub channels: Vec<ChannelName>,
     /// Repositories (`HOST[:PORT]/REPO`); the image's version is the tag.
     pub remote: Vec<RemoteRef>,
+    /// `[[publish.ami]]`: AMIs of the bootable raw disk.
+    pub ami: Vec<AmiSettings>,
 }
 
 pub(crate) fn check(cx: &mut Checker<'_>) -> Option<Publish> {
@@ -59,8 +65,34 @@ pub(crate) fn check(cx: &mut Checker<'_>) -> Option<Publish> {
             Some(parsed)
         })
         .collect();
+    let amis: Vec<Option<AmiSettings>> = (0..raw.ami.len())
+        .map(|index| ami::check(cx, &at.key("ami").index(index)))
+        .collect();
     Some(Publish {
         channels: channels.into_iter().collect::<Option<_>>()?,
         remote: remote.into_iter().collect::<Option<_>>()?,
+        ami: amis.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// `[[publish.ami]]` takes the raw bootable disk a `disk` post-processor
+/// makes: there must be one.
+pub(crate) fn check_amis_have_a_disk(
+    cx: &mut Checker<'_>,
+    publish: &Publish,
+    post_processors: &[crate::post_processors::PostProcessor],
+) {
+    if publish.ami.is_empty()
+        || crate::post_processors::raw_bootable_disk(post_processors).is_some()
+    {
+        return;
+    }
+    cx.report_help(
+        &KeyPath::root().key("publish").key("ami").index(0),
+        DiagnosticKind::Invalid(
+            "an AMI is made of the template's raw bootable disk, and it has none".to_owned(),
+        ),
+        "add a [[post_processor]] of type \"disk\" with format = \"raw\" and boot = \"uefi\" (or \"hybrid\", \"bios\")"
+            .to_owned(),
+    );
 }

@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, running the real `kiln` executable
 //! against templates in temporary folders.
 
+mod ami;
 mod boot;
 mod build;
 mod cache;

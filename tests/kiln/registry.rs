@@ -519,7 +519,8 @@ fn channels_move_roll_back_and_publish() {
         images
             .stdout
             .lines()
-            .any(|line| line.starts_with("site  2 ") && line.ends_with("dev")),
+            .any(|line| line.starts_with("site  2 ")
+                && line.split_whitespace().rev().nth(1) == Some("dev")),
         "{}",
         images.stdout
     );
