@@ -116,6 +116,7 @@ fn kiln_upload(endpoint: &str, disk: &Path, volume_size_gib: u64) -> Duration {
             tags: &[],
             client_token: &format!("bench-{:?}", Instant::now()),
             wait: Duration::from_secs(600),
+            cancelled: None,
         },
         &mut |_| {},
         &|_| {},

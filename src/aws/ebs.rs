@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -33,6 +33,8 @@ pub struct SnapshotUpload<'a> {
     pub client_token: &'a str,
     /// How long to wait for `completed`.
     pub wait: Duration,
+    /// Set (by SIGINT or SIGTERM): stop sending, and fail.
+    pub cancelled: Option<&'a AtomicBool>,
 }
 
 /// A finished snapshot.
@@ -95,7 +97,15 @@ pub async fn upload(
         .to_owned();
     started(&snapshot_id);
 
-    let sent = send_blocks(client, region, &snapshot_id, file, progress).await?;
+    let sent = send_blocks(
+        client,
+        region,
+        &snapshot_id,
+        file,
+        progress,
+        upload.cancelled,
+    )
+    .await?;
     let checksum = blocks::aggregate_sha256(&sent.blocks)
         .map_err(|error| failed("CompleteSnapshot", error.to_string()))?;
     let request = AwsRequest::new(
@@ -143,6 +153,7 @@ async fn send_blocks(
     snapshot_id: &str,
     file: File,
     progress: &(dyn Fn(u64) + Sync),
+    cancelled: Option<&AtomicBool>,
 ) -> Result<Sent, AwsError> {
     let (queue, receiver) = mpsc::channel::<ReadBlock>(BLOCKS_IN_FLIGHT * 2);
     let reader = tokio::task::spawn_blocking(move || {
@@ -195,6 +206,15 @@ async fn send_blocks(
             }
         }
         progress(bytes.load(Ordering::Relaxed));
+        if failure.is_none() && cancelled.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            failure = Some(AwsError::Failed {
+                action: "PutSnapshotBlock".to_owned(),
+                region: region.to_owned(),
+                reason: "cancelled".to_owned(),
+            });
+            senders.abort_all();
+            receiver.lock().await.close();
+        }
     }
     let read = reader.await;
     if let Some(error) = failure {

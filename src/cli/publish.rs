@@ -210,6 +210,7 @@ pub fn ami(args: &AmiArgs) -> Exit {
             image: &image,
             oci_architecture: &architecture,
             build: &image,
+            cancelled: None,
         };
         let records = kiln::remote::block_on(publish(&job, &environment, reporter.as_ref()))?;
         store.record_amis(&entry.name, &entry.version, &records)?;

@@ -44,12 +44,18 @@ impl BuildContext<'_> {
                 image: &plan.reference,
                 oci_architecture: &config.architecture,
                 build: &plan.reference,
+                cancelled: Some(self.runner.cancelled),
             };
             let records =
                 block_on(ami::publish(&job, &environment, self.reporter())).map_err(|failure| {
-                    BuildError::Ami {
-                        name: settings.name.clone(),
-                        failure: Box::new(failure),
+                    // A cancelled publish has removed what it made already.
+                    if self.runner.is_cancelled() {
+                        BuildError::Cancelled
+                    } else {
+                        BuildError::Ami {
+                            name: settings.name.clone(),
+                            failure: Box::new(failure),
+                        }
                     }
                 })?;
             self.store

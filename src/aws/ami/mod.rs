@@ -44,6 +44,8 @@ pub enum AmiError {
     NoRegion { name: String },
     #[error("publish AMI {name}: {reason}")]
     Invalid { name: String, reason: String },
+    #[error("publish AMI {name}: cancelled")]
+    Cancelled { name: String },
     #[error("{failure}; and cleaning up failed: {cleanup}")]
     CleanupFailed {
         #[source]
@@ -90,6 +92,8 @@ pub struct AmiJob<'a> {
     pub oci_architecture: &'a str,
     /// The build the progress belongs to.
     pub build: &'a str,
+    /// Set by SIGINT or SIGTERM: stop, and remove what was made.
+    pub cancelled: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What a creation left to delete if a later step fails.
@@ -244,6 +248,19 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    fn check_cancelled(&self) -> Result<(), AmiError> {
+        if self
+            .job
+            .cancelled
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(AmiError::Cancelled {
+                name: self.settings.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn tags(&self) -> Vec<(String, String)> {
         let mut tags: Vec<(String, String)> = self
             .settings
@@ -312,6 +329,7 @@ impl Context<'_> {
             created: home_created,
         });
 
+        self.check_cancelled()?;
         // Copies start together and are waited for together.
         let mut copies = Vec::new();
         for (region, found) in self.regions.iter().zip(&existing).skip(1) {
@@ -338,6 +356,7 @@ impl Context<'_> {
             }
         }
         for (region, copy) in copies {
+            self.check_cancelled()?;
             let ec2 = self.ec2(&region);
             let image = wait_available(&ec2, &copy).await?;
             for snapshot in &image.snapshot_ids {
@@ -435,6 +454,7 @@ impl Context<'_> {
                 tags,
                 client_token: &token,
                 wait: WAIT_LIMIT,
+                cancelled: self.job.cancelled,
             },
             &mut |id: &str| snapshot_id = Some(id.to_owned()),
             &|bytes| {
