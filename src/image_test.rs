@@ -139,6 +139,7 @@ impl ImageTest {
             max_retries: 0,
             workdir,
             cache: true,
+            share: false,
             network: self.network,
         }
     }

@@ -155,6 +155,35 @@ pub fn rfc3339(epoch_seconds: u64) -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time as [`rfc3339`] writes
+/// it (`YYYY-MM-DDTHH:MM:SSZ`, fractions ignored).
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
+    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let time = time.strip_suffix('Z')?;
+    let time = time.split_once('.').map_or(time, |(whole, _)| whole);
+    let mut time = time.splitn(3, ':').map(str::parse::<u64>);
+    let (hour, minute, second) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil algorithm.
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let days = u64::try_from(days).ok()?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// Compact JSON bytes of a document; the form that is hashed and stored.
 pub fn to_canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("OCI documents always serialize")
@@ -168,6 +197,11 @@ mod tests {
     fn rfc3339_matches_known_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for seconds in [0, 951_782_400, 1_700_000_123, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(seconds)), Some(seconds));
+        }
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

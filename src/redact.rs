@@ -14,26 +14,62 @@ pub const MASK: &str = "<sensitive>";
 pub struct Redactor {
     /// Longest first, so a secret that contains another is masked whole.
     secrets: Vec<String>,
+    /// Each sensitive variable's name and the texts of its value.
+    variables: Vec<(String, Vec<String>)>,
 }
 
 impl Redactor {
     pub fn new<'v>(variables: impl IntoIterator<Item = &'v Variable>) -> Self {
-        let mut secrets: Vec<String> = variables
+        let variables: Vec<(String, Vec<String>)> = variables
             .into_iter()
             .filter(|variable| variable.sensitive)
-            .flat_map(|variable| match &variable.value {
-                VarValue::List(items) => {
-                    let mut texts = items.clone();
-                    texts.push(variable.value.to_interpolated());
-                    texts
-                }
-                other => vec![other.to_interpolated()],
+            .map(|variable| {
+                let texts = match &variable.value {
+                    VarValue::List(items) => {
+                        let mut texts = items.clone();
+                        texts.push(variable.value.to_interpolated());
+                        texts
+                    }
+                    other => vec![other.to_interpolated()],
+                };
+                let texts = texts.into_iter().filter(|text| !text.is_empty()).collect();
+                (variable.name.clone(), texts)
             })
-            .filter(|secret| !secret.is_empty())
+            .collect();
+        let mut secrets: Vec<String> = variables
+            .iter()
+            .flat_map(|(_, texts)| texts.iter().cloned())
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
-        Self { secrets }
+        Self { secrets, variables }
+    }
+
+    /// The name of a sensitive variable whose value is in `text`, or, with
+    /// `by_name`, that `text` names as `KILN_VAR_NAME`.
+    pub fn sensitive_in(&self, text: &str, by_name: bool) -> Option<String> {
+        self.variables.iter().find_map(|(name, texts)| {
+            let used = texts.iter().any(|secret| text.contains(secret.as_str()))
+                || (by_name && text.contains(&format!("KILN_VAR_{name}")));
+            used.then(|| name.clone())
+        })
+    }
+
+    /// The name of a sensitive variable whose value is in any string of a
+    /// JSON tree, or, with `by_name`, that one of them names.
+    pub fn sensitive_in_json(&self, value: &serde_json::Value, by_name: bool) -> Option<String> {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => self.sensitive_in(text, by_name),
+            Value::Array(items) => items
+                .iter()
+                .find_map(|item| self.sensitive_in_json(item, by_name)),
+            Value::Object(map) => map.iter().find_map(|(key, value)| {
+                self.sensitive_in(key, by_name)
+                    .or_else(|| self.sensitive_in_json(value, by_name))
+            }),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

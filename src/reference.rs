@@ -233,6 +233,9 @@ pub struct RemoteRef {
     pub host: String,
     pub repository: ImageName,
     pub target: Option<StoreTarget>,
+    /// The tag written before a digest (`REPO:TAG@DIGEST`): the digest is
+    /// what is pulled, the tag the version it is stored as.
+    pub pinned_tag: Option<Version>,
 }
 
 impl RemoteRef {
@@ -244,13 +247,44 @@ impl RemoteRef {
         })
     }
 
-    /// The last path component, which `kiln pull` uses as the local name.
+    /// The last path component.
     pub fn short_name(&self) -> &str {
         self.repository
             .as_str()
             .rsplit('/')
             .next()
             .unwrap_or(self.repository.as_str())
+    }
+
+    /// The tag, or the tag written before the digest.
+    pub fn tag(&self) -> Option<&Version> {
+        match &self.target {
+            Some(StoreTarget::Version(tag)) => Some(tag),
+            _ => self.pinned_tag.as_ref(),
+        }
+    }
+
+    /// The digest it is pinned to, if any.
+    pub fn digest(&self) -> Option<&Digest> {
+        match &self.target {
+            Some(StoreTarget::Digest(digest)) => Some(digest),
+            _ => None,
+        }
+    }
+
+    /// How the image is named in the store: the repository path without
+    /// the host, with the tag as the version; an image pinned by digest
+    /// alone is stored as version `sha256-HEX`.
+    pub fn store_ref(&self) -> Option<StoreRef> {
+        let version = match (self.tag(), self.digest()) {
+            (Some(tag), _) => tag.clone(),
+            (None, Some(digest)) => format!("sha256-{}", digest.hex()).parse().ok()?,
+            (None, None) => return None,
+        };
+        Some(StoreRef {
+            name: self.repository.clone(),
+            target: StoreTarget::Version(version),
+        })
     }
 }
 
@@ -269,7 +303,15 @@ impl FromStr for RemoteRef {
         if !host_valid || !Self::looks_remote(text) {
             return Err(format!("`{host}` is not a registry host; {HINT}"));
         }
+        let mut pinned_tag = None;
         let (repository, target) = if let Some((repository, digest)) = rest.split_once('@') {
+            let repository = match repository.rsplit_once(':') {
+                Some((repository, tag)) => {
+                    pinned_tag = Some(tag.parse()?);
+                    repository
+                }
+                None => repository,
+            };
             (repository, Some(StoreTarget::Digest(digest.parse()?)))
         } else if let Some((repository, tag)) = rest.rsplit_once(':') {
             (repository, Some(StoreTarget::Version(tag.parse()?)))
@@ -280,6 +322,7 @@ impl FromStr for RemoteRef {
             host: host.to_owned(),
             repository: repository.parse()?,
             target,
+            pinned_tag,
         })
     }
 }
@@ -287,6 +330,9 @@ impl FromStr for RemoteRef {
 impl fmt::Display for RemoteRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.host, self.repository)?;
+        if let Some(tag) = &self.pinned_tag {
+            write!(f, ":{tag}")?;
+        }
         match &self.target {
             Some(StoreTarget::Version(tag)) => write!(f, ":{tag}"),
             Some(StoreTarget::Digest(digest)) => write!(f, "@{digest}"),
@@ -398,6 +444,27 @@ mod tests {
         assert_eq!(remote.short_name(), "web");
         assert_eq!(remote.to_string(), "127.0.0.1:5000/golden/web:1.4.0");
         assert!("registry.example.com/web".parse::<ImageRef>().is_err());
+        assert_eq!(
+            remote.store_ref().unwrap().to_string(),
+            "golden/web:1.4.0",
+            "stored under the repository path, without the host"
+        );
+        let pinned: RemoteRef = format!("127.0.0.1:5000/golden/web:1.4.0@{digest}")
+            .parse()
+            .unwrap();
+        assert_eq!(pinned.digest().map(Digest::as_str), Some(digest.as_str()));
+        assert_eq!(pinned.store_ref().unwrap().to_string(), "golden/web:1.4.0");
+        assert_eq!(
+            pinned.to_string(),
+            format!("127.0.0.1:5000/golden/web:1.4.0@{digest}")
+        );
+        let bare: RemoteRef = format!("127.0.0.1:5000/golden/web@{digest}")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            bare.store_ref().unwrap().to_string(),
+            format!("golden/web:sha256-{}", "a".repeat(64))
+        );
         assert!("web".parse::<ImageRef>().is_err());
     }
 

@@ -29,7 +29,13 @@ pub enum StageResult {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CacheStatus {
     Hit,
-    Miss { reason: MissReason },
+    /// Restored from a shared cache repository by this build.
+    Shared {
+        repository: String,
+    },
+    Miss {
+        reason: MissReason,
+    },
 }
 
 /// Why a stage ran instead of coming from the cache. In events it reads
@@ -199,6 +205,37 @@ pub enum Event {
         index: usize,
         line: String,
     },
+    /// A shared cache repository could not be used, or one of its entries
+    /// failed a check (`stage`: the stage it is of): the stages run here.
+    SharedCacheWarning {
+        build: String,
+        repository: String,
+        stage: Option<usize>,
+        message: String,
+    },
+    /// Stages pushed to the shared cache repository (`present`: how many
+    /// more were there already).
+    SharedCachePushed {
+        build: String,
+        repository: String,
+        stages: Vec<usize>,
+        present: usize,
+    },
+    /// A stage uses a sensitive variable and does not say `share = true`:
+    /// it and the stages above it are not pushed to the shared cache.
+    SharedCacheSkipped {
+        build: String,
+        stage: usize,
+        variable: String,
+    },
+    /// A channel was not moved to the version just built (`version`: where
+    /// it stays).
+    ChannelKept {
+        build: String,
+        channel: String,
+        version: Option<String>,
+        reason: String,
+    },
     /// A local channel was moved to the version just built.
     ChannelMoved {
         build: String,
@@ -286,6 +323,10 @@ impl Event {
             | Event::AmiPublished { build, .. }
             | Event::ArtifactWritten { build, .. }
             | Event::PostProcessorOutput { build, .. }
+            | Event::SharedCacheWarning { build, .. }
+            | Event::SharedCachePushed { build, .. }
+            | Event::SharedCacheSkipped { build, .. }
+            | Event::ChannelKept { build, .. }
             | Event::ChannelMoved { build, .. } => build,
         }
     }

@@ -22,6 +22,7 @@
 //! counts as a miss and is replaced.
 
 pub mod key;
+pub mod shared;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -173,6 +174,12 @@ impl Cache {
 
     fn entry_path(&self, key: &Digest) -> PathBuf {
         self.root.join("stages").join(format!("{}.json", key.hex()))
+    }
+
+    /// Whether there is an entry for `key` (unchecked: [`Cache::lookup`]
+    /// checks it).
+    pub fn has_entry(&self, key: &Digest) -> bool {
+        self.entry_path(key).is_file()
     }
 
     fn test_path(&self, key: &StageKey) -> PathBuf {

@@ -25,6 +25,50 @@ pub struct BuildArgs {
     pub output: Option<PathBuf>,
     /// Print the plans; run nothing.
     pub plan_only: bool,
+    /// `--cache-from`: empty means KILN_CACHE_FROM, else the template's.
+    pub cache_from: Vec<kiln::reference::RemoteRef>,
+    pub cache_to: Option<kiln::reference::RemoteRef>,
+}
+
+/// The shared cache repositories of the command line, else of the
+/// environment (`KILN_CACHE_FROM`, comma- or space-separated, and
+/// `KILN_CACHE_TO`); `None` leaves the template's.
+fn shared_cache(
+    args: &BuildArgs,
+) -> Result<
+    (
+        Option<Vec<kiln::reference::RemoteRef>>,
+        Option<kiln::reference::RemoteRef>,
+    ),
+    String,
+> {
+    let from = if !args.cache_from.is_empty() {
+        Some(args.cache_from.clone())
+    } else {
+        match std::env::var("KILN_CACHE_FROM") {
+            Ok(text) if !text.trim().is_empty() => Some(
+                text.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|part| !part.is_empty())
+                    .map(|part| {
+                        super::parse_cache_repository(part)
+                            .map_err(|reason| format!("KILN_CACHE_FROM: `{part}`: {reason}"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => None,
+        }
+    };
+    let to = match &args.cache_to {
+        Some(to) => Some(to.clone()),
+        None => match std::env::var("KILN_CACHE_TO") {
+            Ok(text) if !text.trim().is_empty() => Some(
+                super::parse_cache_repository(text.trim())
+                    .map_err(|reason| format!("KILN_CACHE_TO: `{}`: {reason}", text.trim()))?,
+            ),
+            _ => None,
+        },
+    };
+    Ok((from, to))
 }
 
 /// `SOURCE_DATE_EPOCH`, or 0.
@@ -77,6 +121,7 @@ fn plans(args: &BuildArgs, epoch: u64) -> Result<Vec<BuildPlan>, Exit> {
         epoch,
         output: args.output.as_deref(),
         publish: !args.no_publish,
+        remote: &args.remote,
     };
     let mut plans = Vec::new();
     let mut exit = Exit::Success;
@@ -108,6 +153,13 @@ pub fn run(args: BuildArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let (cache_from, cache_to) = match shared_cache(&args) {
+        Ok(repositories) => repositories,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     let plans = match plans(&args, epoch) {
         Ok(plans) => plans,
         Err(exit) => return exit,
@@ -131,6 +183,8 @@ pub fn run(args: BuildArgs) -> Exit {
         on_error: args.on_error,
         no_cache: args.no_cache,
         remote: args.remote.clone(),
+        cache_from,
+        cache_to,
     };
     let cancelled = cancel_flag();
     let reporter = reporters::choose(args.json);

@@ -37,9 +37,18 @@ pub fn run(command: CacheCommand) -> Exit {
         }
         CacheCommand::Verify => verify(&home),
         CacheCommand::Prune {
+            remote: Some(repository),
+            all,
+            older_than,
+            remote_args,
+            ..
+        } => prune_remote(&repository, all, older_than, &remote_args.options()),
+        CacheCommand::Prune {
             all,
             keep_bytes,
             older_than,
+            remote: None,
+            ..
         } => {
             let policy = match (all, keep_bytes, older_than) {
                 (true, _, _) => PrunePolicy::All,
@@ -66,6 +75,50 @@ pub fn run(command: CacheCommand) -> Exit {
                     Exit::Failure
                 }
             }
+        }
+    }
+}
+
+/// `kiln cache prune --remote REPO`: deletes the shared cache entries
+/// pushed longer ago than `--older-than` (or all, with `--all`).
+fn prune_remote(
+    repository: &kiln::reference::RemoteRef,
+    all: bool,
+    older_than: Option<std::time::Duration>,
+    options: &kiln::remote::RemoteOptions,
+) -> Exit {
+    use kiln::cache::shared::{RemotePrune, prune_remote};
+    let policy = match (all, older_than) {
+        (true, _) => RemotePrune::All,
+        (_, Some(age)) => RemotePrune::OlderThan(age),
+        _ => {
+            eprintln!(
+                "error: failed to prune {repository}: say what to remove with --all or --older-than DURATION"
+            );
+            return Exit::Usage;
+        }
+    };
+    let pruned = kiln::remote::Registry::new(&repository.host, options).and_then(|registry| {
+        kiln::remote::block_on(prune_remote(
+            &registry,
+            repository.repository.as_str(),
+            policy,
+        ))
+    });
+    match pruned {
+        Ok(pruned) => {
+            println!(
+                "deleted {} of {} cache entries in {repository} (run the registry's garbage collection to free their blobs)",
+                pruned.deleted, pruned.entries
+            );
+            Exit::Success
+        }
+        Err(error) => {
+            eprintln!(
+                "error: failed to prune {repository}: {}",
+                error_chain(&error)
+            );
+            Exit::Failure
         }
     }
 }

@@ -22,6 +22,10 @@ pub fn run(path: &Path, inputs: &VarInputs, json: bool) -> Exit {
                 epoch,
                 output: None,
                 publish: true,
+                remote: &kiln::remote::RemoteOptions {
+                    home: home.clone(),
+                    ..Default::default()
+                },
             };
             plan::plan(template.clone(), &options).map_err(|error| error_chain(&error))
         }

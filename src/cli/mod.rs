@@ -185,6 +185,14 @@ pub enum Command {
         /// Print each template's plan (stages, keys, tests, artifacts, targets) and run nothing
         #[arg(long)]
         plan: bool,
+        /// Look stages up in this registry repository (repeatable, in order;
+        /// else KILN_CACHE_FROM, else the template's [cache] from)
+        #[arg(long, value_name = "REPO", value_parser = parse_cache_repository)]
+        cache_from: Vec<kiln::reference::RemoteRef>,
+        /// Push the stages that ran to this registry repository (else
+        /// KILN_CACHE_TO, else the template's [cache] to)
+        #[arg(long, value_name = "REPO", value_parser = parse_cache_repository)]
+        cache_to: Option<kiln::reference::RemoteRef>,
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
@@ -342,13 +350,17 @@ pub enum ChannelCommand {
         /// A stored version of the image
         #[arg(value_name = "VERSION")]
         to_version: String,
+        #[command(flatten)]
+        remotes: ChannelRemotes,
     },
-    /// Point a channel back at the version it pointed at before
+    /// Point a channel back at the version below the current one on its stack of moves
     Rollback {
         /// The image name
         name: String,
         /// The channel (stable, dev, …)
         channel: String,
+        #[command(flatten)]
+        remotes: ChannelRemotes,
     },
     /// Show the versions a channel pointed at
     History {
@@ -357,6 +369,17 @@ pub enum ChannelCommand {
         /// The channel (stable, dev, …)
         channel: String,
     },
+}
+
+/// Where a channel's tag moves too, beside the local channel.
+#[derive(Debug, Args)]
+pub struct ChannelRemotes {
+    /// Move the channel tag in this registry repository too (repeatable;
+    /// the repositories builds published the image to always move)
+    #[arg(long = "remote", value_name = "REPO", value_parser = parse_cache_repository)]
+    pub remotes: Vec<kiln::reference::RemoteRef>,
+    #[command(flatten)]
+    pub remote_args: RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -373,9 +396,16 @@ pub enum CacheCommand {
         /// Remove the least recently used entries until the cache holds at most this much (e.g. 10G)
         #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "older_than")]
         keep_bytes: Option<u64>,
-        /// Remove entries not used for this long (e.g. 7d, 12h)
+        /// Remove entries not used for this long (e.g. 7d, 12h); with
+        /// --remote, entries pushed this long ago
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<std::time::Duration>,
+        /// Prune this shared cache repository instead of the local cache
+        /// (with --all or --older-than)
+        #[arg(long, value_name = "REPO", value_parser = parse_cache_repository, conflicts_with = "keep_bytes")]
+        remote: Option<kiln::reference::RemoteRef>,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
     },
 }
 
@@ -386,6 +416,17 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
     text.parse::<kiln::template::units::ByteSize>()
         .map(|size| size.bytes())
+}
+
+/// A registry repository (a shared cache's, a channel's): `HOST[:PORT]/REPOSITORY`, no tag.
+pub fn parse_cache_repository(text: &str) -> Result<kiln::reference::RemoteRef, String> {
+    let repository: kiln::reference::RemoteRef = text.parse()?;
+    if repository.target.is_some() {
+        return Err(
+            "expected a repository, HOST[:PORT]/REPOSITORY, with no tag or digest".to_owned(),
+        );
+    }
+    Ok(repository)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -418,8 +459,12 @@ fn run(command: Command) -> Exit {
             jobs,
             json,
             plan,
+            cache_from,
+            cache_to,
             remote_args,
         } => build::run(build::BuildArgs {
+            cache_from,
+            cache_to,
             templates,
             inputs: vars.inputs(),
             on_error: match on_error {

@@ -1,5 +1,6 @@
 //! `kiln pull REMOTE_REF [--as NAME:VERSION]`: an image from a registry
-//! into the store, as the last path component and the tag unless `--as`.
+//! into the store, as its repository path (without the host) and its tag
+//! unless `--as`; pinned by digest alone, as version `sha256-HEX`.
 
 use kiln::reference::{ImageName, RemoteRef, StoreRef, StoreTarget, Version};
 use kiln::remote::{Registry, RemoteOptions, block_on};
@@ -28,22 +29,18 @@ pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions, jso
                 return Exit::Usage;
             }
         },
-        (None, Some(StoreTarget::Version(tag))) => match remote.short_name().parse() {
-            Ok(name) => (name, tag.clone()),
-            Err(reason) => {
+        (None, _) => match remote.store_ref() {
+            Some(StoreRef {
+                name,
+                target: StoreTarget::Version(version),
+            }) => (name, version),
+            _ => {
                 eprintln!(
-                    "error: `{}` cannot be a local name: {reason}; use --as NAME:VERSION",
-                    remote.short_name()
+                    "error: pulling {remote} needs --as NAME:VERSION (it has no tag to use as the version)"
                 );
                 return Exit::Usage;
             }
         },
-        (None, _) => {
-            eprintln!(
-                "error: pulling {remote} needs --as NAME:VERSION (it has no tag to use as the version)"
-            );
-            return Exit::Usage;
-        }
     };
     let result = Store::open(&options.home.join("store"))
         .map_err(kiln::remote::RemoteError::from)

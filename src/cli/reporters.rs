@@ -88,6 +88,10 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
             ..
         } => match cache {
             CacheStatus::Hit => format!("{build} [{stage}] cached: {}", result_text(result)),
+            CacheStatus::Shared { repository } => format!(
+                "{build} [{stage}] cached (registry {repository}): {}",
+                result_text(result)
+            ),
             CacheStatus::Miss { reason } => {
                 format!(
                     "{build} [{stage}] done in {seconds:.1}s ({reason}): {}",
@@ -148,6 +152,43 @@ fn line(event: &Event, totals: &HashMap<String, usize>) -> Option<String> {
         Event::ChannelMoved {
             channel, version, ..
         } => format!("{build}: channel {channel} moved to {version}"),
+        Event::ChannelKept {
+            channel,
+            version,
+            reason,
+            ..
+        } => match version {
+            Some(version) => {
+                format!("{build}: channel {channel} stays at {version}: {reason}")
+            }
+            None => format!("{build}: channel {channel} not moved: {reason}"),
+        },
+        Event::SharedCacheWarning {
+            repository,
+            stage,
+            message,
+            ..
+        } => match stage {
+            Some(stage) => format!(
+                "{build}: warning: shared cache {repository}: entry of stage {stage} not used: {message}"
+            ),
+            None => format!("{build}: warning: shared cache {repository}: {message}"),
+        },
+        Event::SharedCachePushed {
+            repository,
+            stages,
+            present,
+            ..
+        } => format!(
+            "{build}: shared cache {repository}: pushed {} {}, {present} there already",
+            stages.len(),
+            if stages.len() == 1 { "stage" } else { "stages" }
+        ),
+        Event::SharedCacheSkipped {
+            stage, variable, ..
+        } => format!(
+            "{build}: stage {stage} uses sensitive variable {variable}: it and the stages after it are not pushed to the shared cache (share = true pushes it)"
+        ),
         Event::TransferFinished {
             digest,
             size,

@@ -80,6 +80,16 @@ impl ImageBuilder {
         }
     }
 
+    /// The history entry of the stage added last.
+    pub fn last_history(&self) -> Option<&History> {
+        self.history.last()
+    }
+
+    /// The layer added last, with its diff id.
+    pub fn last_layer(&self) -> Option<(&Descriptor, &Digest)> {
+        self.layers.last().zip(self.diff_ids.last())
+    }
+
     /// The trees of the layers so far, bottom first.
     pub fn trees(&self) -> &[PathBuf] {
         &self.trees

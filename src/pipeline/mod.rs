@@ -22,6 +22,7 @@ mod artifacts;
 mod failed;
 pub mod image;
 mod publish;
+mod shared_cache;
 mod stages;
 mod tests;
 mod vm_tests;
@@ -68,6 +69,11 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// How to reach the plan's remotes.
     pub remote: RemoteOptions,
+    /// `--cache-from` (or `KILN_CACHE_FROM`): instead of the template's
+    /// `[cache] from`.
+    pub cache_from: Option<Vec<crate::reference::RemoteRef>>,
+    /// `--cache-to` (or `KILN_CACHE_TO`): instead of the template's `[cache] to`.
+    pub cache_to: Option<crate::reference::RemoteRef>,
 }
 
 /// A finished build.
@@ -81,7 +87,8 @@ pub struct Built {
     pub stages: Vec<StageRecord>,
     pub tests: Vec<TestRecord>,
     pub artifacts: Vec<Artifact>,
-    /// The local channels moved to this version.
+    /// The local channels that point at this version (moved by this build,
+    /// or there already).
     pub channels: Vec<ChannelName>,
     /// Where it was pushed: `HOST/REPO:TAG` of the version and each channel.
     pub pushed: Vec<String>,
@@ -105,6 +112,12 @@ pub enum StageFailure {
         digest: Digest,
         #[source]
         source: UnpackError,
+    },
+    #[error("failed to pull the base image {reference}")]
+    BasePull {
+        reference: String,
+        #[source]
+        source: Box<RemoteError>,
     },
     #[error("the base image has {layers} layers but {diff_ids} diff ids")]
     BaseLayerCount { layers: usize, diff_ids: usize },
@@ -347,9 +360,9 @@ impl BuildContext<'_> {
         self.check_cancelled()?;
         built.artifacts = self.write_artifacts(&built)?;
         self.check_cancelled()?;
-        built.channels = self.move_channels()?;
+        built.channels = self.move_channels(unchanged)?;
         self.check_cancelled()?;
-        built.pushed = self.push_remotes()?;
+        built.pushed = self.push_remotes(&built.channels)?;
         self.check_cancelled()?;
         built.amis = self.publish_amis(&built)?;
         Ok(built)

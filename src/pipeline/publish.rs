@@ -1,7 +1,7 @@
 //! The last two steps of a build: move the template's local channels to
-//! the version just built, then push the version, and each channel as a
-//! movable tag, to every remote. Neither runs unless everything before it
-//! succeeded.
+//! the version just built, then push the version, and each channel that
+//! points at it as a movable tag, to every remote. Neither runs unless
+//! everything before it succeeded.
 
 use super::{BuildContext, BuildError};
 use crate::reference::{ChannelName, StoreRef, StoreTarget};
@@ -10,26 +10,60 @@ use crate::remote::{Registry, block_on};
 use crate::report::Event;
 
 impl BuildContext<'_> {
-    pub(super) fn move_channels(&self) -> Result<Vec<ChannelName>, BuildError> {
+    /// Moves each of the template's channels to the version just built;
+    /// returns those that moved. A rebuild of a version stored already
+    /// moves no channel that pointed at it before: re-running CI for an
+    /// old version must not undo a rollback.
+    pub(super) fn move_channels(&self, unchanged: bool) -> Result<Vec<ChannelName>, BuildError> {
         let image = &self.plan.template.image;
+        let mut moved = Vec::new();
         for channel in &self.plan.channels {
-            self.store
+            let failed = |failure| BuildError::Channel {
+                channel: channel.clone(),
+                failure: Box::new(failure),
+            };
+            let current = self
+                .store
+                .channels_of(&image.name)
+                .map_err(|error| failed(error.into()))?
+                .remove(channel);
+            let held_before = self
+                .store
+                .channel_history(&image.name, channel)
+                .map_err(|error| failed(error.into()))?
+                .iter()
+                .any(|before| before.version == image.version);
+            if unchanged && held_before && current.as_ref() != Some(&image.version) {
+                self.report(Event::ChannelKept {
+                    build: self.plan.reference.clone(),
+                    channel: channel.to_string(),
+                    version: current.map(|version| version.to_string()),
+                    reason: format!(
+                        "{} was stored already and {channel} pointed at it before",
+                        image.version
+                    ),
+                });
+                continue;
+            }
+            let set = self
+                .store
                 .set_channel(&image.name, channel, &image.version, "publish")
-                .map_err(|failure| BuildError::Channel {
-                    channel: channel.clone(),
-                    failure: Box::new(failure),
-                })?;
-            self.report(Event::ChannelMoved {
-                build: self.plan.reference.clone(),
-                channel: channel.to_string(),
-                version: image.version.to_string(),
-            });
+                .map_err(failed)?;
+            if set.is_some() {
+                self.report(Event::ChannelMoved {
+                    build: self.plan.reference.clone(),
+                    channel: channel.to_string(),
+                    version: image.version.to_string(),
+                });
+            }
+            moved.push(channel.clone());
         }
-        Ok(self.plan.channels.clone())
+        Ok(moved)
     }
 
-    /// Pushes to every remote; returns `HOST/REPO:TAG` of each tag pushed.
-    pub(super) fn push_remotes(&self) -> Result<Vec<String>, BuildError> {
+    /// Pushes to every remote the version and each channel that points at
+    /// it (`channels`); returns `HOST/REPO:TAG` of each tag pushed.
+    pub(super) fn push_remotes(&self, channels: &[ChannelName]) -> Result<Vec<String>, BuildError> {
         let plan = self.plan;
         if plan.remotes.is_empty() {
             return Ok(Vec::new());
@@ -50,8 +84,11 @@ impl BuildContext<'_> {
             };
             let registry = Registry::new(&remote.host, &self.options.remote).map_err(failed)?;
             let repository = remote.repository.as_str();
+            self.store
+                .record_publish_remote(&image.name, remote)
+                .map_err(BuildError::store)?;
             let tags = std::iter::once((image.version.as_str(), false))
-                .chain(plan.channels.iter().map(|channel| (channel.as_str(), true)));
+                .chain(channels.iter().map(|channel| (channel.as_str(), true)));
             for (tag, movable) in tags {
                 self.check_cancelled()?;
                 let target = PushTarget {

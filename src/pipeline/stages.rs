@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::image::{BaseImage, ImageBuilder, StageLayer};
+use super::shared_cache::FinishedStage;
 use super::{BuildContext, BuildError, OnError, StageFailure};
 use crate::bake::{self, TreeOptions};
+use crate::cache::shared::ChainStage;
 use crate::cache::{self, CachedLayer, Lookup, StageKey};
 use crate::io_error::IoError;
 use crate::oci::History;
@@ -47,6 +49,11 @@ impl BuildContext<'_> {
         let mut image = ImageBuilder::default();
         let mut records = Vec::with_capacity(plan.stages.len());
         let mut uncached_from = None;
+        if let Err(failure) = self.pull_base() {
+            return Err(self.stage_failed(&plan.stages[0], failure, &image));
+        }
+        let restored = self.restore_shared();
+        let mut finished_stages = Vec::new();
         for stage in &plan.stages {
             self.check_cancelled()?;
             let started = Instant::now();
@@ -67,16 +74,51 @@ impl BuildContext<'_> {
                     self.cached_stage(stage, decision, &mut image)
                 }
             };
-            let finished = match finished {
+            let mut finished = match finished {
                 Ok(finished) => finished,
-                Err(failure) => return Err(self.stage_failed(stage, failure, &image)),
+                Err(failure) => {
+                    let error = self.stage_failed(stage, failure, &image);
+                    if !matches!(error, BuildError::Cancelled) {
+                        self.push_shared(&finished_stages);
+                    }
+                    return Err(error);
+                }
             };
+            if finished.cache == CacheStatus::Hit
+                && let Some(repository) = restored.get(&stage.number)
+            {
+                finished.cache = CacheStatus::Shared {
+                    repository: repository.clone(),
+                };
+            }
+            if stage.number >= self.first_kiln_stage() {
+                let layer = match &finished.result {
+                    StageResult::Layer { .. } => image
+                        .last_layer()
+                        .map(|(descriptor, diff_id)| (descriptor.clone(), diff_id.clone())),
+                    _ => None,
+                };
+                finished_stages.push(FinishedStage {
+                    number: stage.number,
+                    chain: ChainStage {
+                        key: stage.key.key.clone(),
+                        history: image
+                            .last_history()
+                            .cloned()
+                            .expect("a finished stage has a history entry"),
+                        layer,
+                    },
+                });
+            }
             let seconds = started.elapsed().as_secs_f64();
             records.push(StageRecord {
                 stage: stage.number,
                 kind: stage.kind.to_owned(),
                 seconds,
-                cache_hit: finished.cache == CacheStatus::Hit,
+                cache_hit: matches!(
+                    finished.cache,
+                    CacheStatus::Hit | CacheStatus::Shared { .. }
+                ),
                 layer: match &finished.result {
                     StageResult::Layer { digest, .. } => Some(digest.clone()),
                     _ => None,
@@ -90,6 +132,7 @@ impl BuildContext<'_> {
                 cache: finished.cache,
             });
         }
+        self.push_shared(&finished_stages);
         let keys: Vec<StageKey> = plan.stages.iter().map(|stage| stage.key.clone()).collect();
         self.cache
             .record_build(&plan.template.path, &keys)
@@ -154,28 +197,14 @@ impl BuildContext<'_> {
             }
             Decision::Run(reason) => reason,
         };
-        let plan = self.plan;
-        let dir = plan.template_dir();
-        let (tree, overlay_upper, created_by) = match stage.step {
-            Step::Source => {
-                let source = &plan.template.source;
-                let created_by = format!("kiln source {}: {}", source.kind(), source.summary(dir));
-                let root = self.make_source_root(stage, source)?;
-                (root, false, created_by)
-            }
-            Step::Provisioner(index) => {
-                let provisioner = &plan.template.provisioners[index];
-                let upper = self.run_provisioner(stage, index, image)?;
-                let created_by = format!("kiln {}: {}", stage.kind, provisioner.history_text(dir));
-                (upper, true, created_by)
-            }
+        let (tree, overlay_upper) = match stage.step {
+            Step::Source => (
+                self.make_source_root(stage, &self.plan.template.source)?,
+                false,
+            ),
+            Step::Provisioner(index) => (self.run_provisioner(stage, index, image)?, true),
         };
-        let history = History {
-            created: Some(self.created()),
-            created_by: Some(self.redactor().redact(&created_by).into_owned()),
-            comment: Some(history_comment(stage)),
-            empty_layer: false,
-        };
+        let history = self.stage_history(stage, true);
         let result = self.bake_stage(stage, &tree, overlay_upper, history, image)?;
         Ok(Finished {
             result,
@@ -416,6 +445,50 @@ impl BuildContext<'_> {
         self.add_stage(image, history, layer)
     }
 
+    /// Pulls an `image` source's base from its registry, pinned to the
+    /// digest the plan found there, unless it is stored already.
+    fn pull_base(&self) -> Result<(), StageFailure> {
+        let Some(base) = &self.plan.base else {
+            return Ok(());
+        };
+        let Some(remote) = &base.pull_from else {
+            return Ok(());
+        };
+        if self.store.resolve(&base.reference).is_ok() {
+            return Ok(());
+        }
+        let crate::reference::StoreTarget::Version(version) = &base.reference.target else {
+            unreachable!("a base from a registry is stored under a version")
+        };
+        let failed = |source| StageFailure::BasePull {
+            reference: remote.to_string(),
+            source: Box::new(source),
+        };
+        let registry =
+            crate::remote::Registry::new(&remote.host, &self.options.remote).map_err(failed)?;
+        let pulled = crate::remote::block_on(crate::remote::pull::pull(
+            &self.store,
+            &registry,
+            remote,
+            &base.reference.name,
+            version,
+            self.reporter(),
+        ))
+        .map_err(failed)?;
+        if pulled.digest != base.digest {
+            return Err(StageFailure::BasePull {
+                reference: remote.to_string(),
+                source: Box::new(crate::remote::RemoteError::DigestMismatch {
+                    host: remote.host.clone(),
+                    what: format!("the manifest of {remote}"),
+                    expected: base.digest.clone(),
+                    actual: pulled.digest,
+                }),
+            });
+        }
+        Ok(())
+    }
+
     /// An `image` source: the base's layers, each unpacked once into the
     /// cache as an overlay lower shared by every build on it.
     fn base_stage(&self, image: &mut ImageBuilder) -> Result<Finished, StageFailure> {
@@ -555,7 +628,7 @@ fn stage_name(stage: &PlannedStage) -> String {
 
 /// The history comment of a stage: its place in the template. Images
 /// record it, so it keeps the form their digests were made with.
-fn history_comment(stage: &PlannedStage) -> String {
+pub(super) fn history_comment(stage: &PlannedStage) -> String {
     match stage.step {
         Step::Source => "source".to_owned(),
         Step::Provisioner(index) => format!("provisioner[{index}]"),

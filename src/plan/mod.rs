@@ -31,6 +31,9 @@ pub struct PlanOptions<'a> {
     pub output: Option<&'a Path>,
     /// `false` with `--no-publish`: no channels move, nothing is pushed.
     pub publish: bool,
+    /// How to reach the registry of an `image` source's base that is not
+    /// stored yet (its digest is looked up there; the build pulls it).
+    pub remote: &'a crate::remote::RemoteOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -57,8 +60,12 @@ pub struct BuildPlan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Base {
+    /// Where it is (or, once pulled, will be) in the store.
     pub reference: StoreRef,
     pub digest: Digest,
+    /// A base on a registry that is not stored yet: pinned to `digest`,
+    /// the build pulls it from here.
+    pub pull_from: Option<RemoteRef>,
 }
 
 /// What a stage is.
@@ -80,7 +87,19 @@ pub struct PlannedStage {
     pub summary: String,
     /// `false` for a stage with `cache = false`: it always runs.
     pub cache: bool,
+    /// The sensitive variable the stage uses, if any: such a stage is not
+    /// pushed to a shared cache unless it says `share = true`.
+    pub sensitive: Option<String>,
+    /// `share = true`.
+    pub share: bool,
     pub key: StageKey,
+}
+
+impl PlannedStage {
+    /// Whether the stage may go to a shared cache.
+    pub fn shareable(&self) -> bool {
+        self.cache && (self.sensitive.is_none() || self.share)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -111,10 +130,21 @@ pub enum PlanError {
         #[source]
         source: Box<StoreError>,
     },
+    #[error("failed to look up the base image {reference}")]
+    BaseOnRegistry {
+        reference: RemoteRef,
+        #[source]
+        source: Box<crate::remote::RemoteError>,
+    },
     #[error(
-        "the base image {0} is on a registry; pulling a base image is not implemented yet: kiln pull it first"
+        "the base image {reference} is {remote} on its registry, but {stored} is stored as {local}: versions never change; pin the digest you want"
     )]
-    BaseOnRegistry(RemoteRef),
+    BaseConflict {
+        reference: RemoteRef,
+        stored: StoreRef,
+        remote: Digest,
+        local: Digest,
+    },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -152,10 +182,11 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
     let dir = template.path.parent().unwrap_or(Path::new("/")).to_owned();
     let epoch = options.epoch;
     let base = match &template.source {
-        Source::Image(image) => Some(resolve_base(&image.reference, options.home)?),
+        Source::Image(image) => Some(resolve_base(&image.reference, options)?),
         _ => None,
     };
     let (variables, variables_digest) = variables_env(&template);
+    let redactor = template.redactor();
 
     let mut stages = Vec::with_capacity(1 + template.provisioners.len());
     let source = &template.source;
@@ -167,6 +198,11 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
         kind: source.kind(),
         summary: source.summary(&dir),
         cache: true,
+        sensitive: redactor.sensitive_in_json(
+            &serde_json::to_value(source).expect("sources serialize"),
+            false,
+        ),
+        share: false,
         key: inputs.key(None),
     });
     for (index, provisioner) in template.provisioners.iter().enumerate() {
@@ -181,11 +217,12 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
             kind: provisioner.kind(),
             summary: provisioner.summary(&dir),
             cache: provisioner.cache(),
+            sensitive: provisioner.sensitive_use(&redactor),
+            share: provisioner.share(),
             key: inputs.key(parent.as_ref()),
         });
     }
 
-    let redactor = template.redactor();
     let mut tests = Vec::with_capacity(template.tests.len());
     for (index, test) in template.tests.iter().enumerate() {
         let mut inputs = KeyInputs::new("test", 0, &dir);
@@ -254,22 +291,75 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
     })
 }
 
-/// Finds an `image` source's base in the store.
-fn resolve_base(reference: &ImageRef, home: &Path) -> Result<Base, PlanError> {
-    let reference = match reference {
-        ImageRef::Store(reference) => reference,
-        ImageRef::Remote(remote) => return Err(PlanError::BaseOnRegistry(remote.clone())),
+/// Finds an `image` source's base: in the store, or for a registry ref not
+/// stored yet (or stored under another digest than it pins), on its
+/// registry, by the digest of this platform's manifest.
+fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base, PlanError> {
+    let store = Store::open_existing(&options.home.join("store"));
+    let remote = match reference {
+        ImageRef::Store(reference) => {
+            let not_stored = |source| PlanError::BaseNotStored {
+                reference: reference.clone(),
+                source: Box::new(source),
+            };
+            let store = store
+                .map_err(not_stored)?
+                .ok_or_else(|| not_stored(StoreError::NotFound(reference.to_string())))?;
+            let entry = store.resolve(reference).map_err(not_stored)?;
+            return Ok(Base {
+                reference: reference.clone(),
+                digest: entry.manifest.digest,
+                pull_from: None,
+            });
+        }
+        ImageRef::Remote(remote) => remote,
     };
-    let not_stored = |source| PlanError::BaseNotStored {
-        reference: reference.clone(),
+    let stored_as = remote
+        .store_ref()
+        .expect("a remote base has a tag or a digest");
+    let stored = store
+        .ok()
+        .flatten()
+        .and_then(|store| store.resolve(&stored_as).ok())
+        .map(|entry| entry.manifest.digest);
+    if let Some(stored) = &stored
+        && remote.digest().is_none_or(|pin| pin == stored)
+    {
+        return Ok(Base {
+            reference: stored_as,
+            digest: stored.clone(),
+            pull_from: None,
+        });
+    }
+    let failed = |source| PlanError::BaseOnRegistry {
+        reference: remote.clone(),
         source: Box::new(source),
     };
-    let store = Store::open_existing(&home.join("store"))
-        .map_err(not_stored)?
-        .ok_or_else(|| not_stored(StoreError::NotFound(reference.to_string())))?;
-    let entry = store.resolve(reference).map_err(not_stored)?;
+    let registry = crate::remote::Registry::new(&remote.host, options.remote).map_err(failed)?;
+    let resolved =
+        crate::remote::block_on(crate::remote::pull::resolve(&registry, remote)).map_err(failed)?;
+    if let Some(stored) = stored {
+        if stored != resolved.digest {
+            return Err(PlanError::BaseConflict {
+                reference: remote.clone(),
+                stored: stored_as,
+                remote: resolved.digest,
+                local: stored,
+            });
+        }
+        return Ok(Base {
+            reference: stored_as,
+            digest: stored,
+            pull_from: None,
+        });
+    }
+    let mut pull_from = remote.clone();
+    pull_from.target = Some(crate::reference::StoreTarget::Digest(
+        resolved.digest.clone(),
+    ));
     Ok(Base {
-        reference: reference.clone(),
-        digest: entry.manifest.digest,
+        reference: stored_as,
+        digest: resolved.digest,
+        pull_from: Some(pull_from),
     })
 }

@@ -23,6 +23,7 @@ struct RawFile {
     mode: Option<String>,
     owner: Option<String>,
     cache: Option<bool>,
+    share: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct FileProvisioner {
     pub mode: Option<FileMode>,
     pub owner: Option<Owner>,
     pub cache: bool,
+    /// `share = true`: pushed to the shared cache even though it uses a
+    /// sensitive variable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share: bool,
 }
 
 impl FileProvisioner {
@@ -47,6 +52,7 @@ impl FileProvisioner {
             mode,
             owner,
             cache: _,
+            share: _,
         } = self;
         inputs
             .path_setting("source", source)
@@ -84,5 +90,6 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<FileProvisione
         mode: mode?,
         owner: owner?,
         cache: raw.cache.unwrap_or(true),
+        share: raw.share.unwrap_or(false),
     })
 }

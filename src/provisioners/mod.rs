@@ -46,6 +46,36 @@ impl Provisioner {
         }
     }
 
+    /// `true` when the template says `share = true`: pushed to the shared
+    /// cache even when it uses a sensitive variable.
+    pub fn share(&self) -> bool {
+        match self {
+            Provisioner::File(file) => file.share,
+            Provisioner::Shell(spec) | Provisioner::ShellLocal(spec) => spec.share,
+        }
+    }
+
+    /// The sensitive variable the stage uses, if any: its value is in the
+    /// stage's settings, or its commands or scripts name `KILN_VAR_NAME`
+    /// (every shell stage has every variable in its environment).
+    pub fn sensitive_use(&self, redactor: &crate::redact::Redactor) -> Option<String> {
+        let by_name = !matches!(self, Provisioner::File(_));
+        let settings = serde_json::to_value(self).expect("provisioners serialize");
+        if let Some(name) = redactor.sensitive_in_json(&settings, by_name) {
+            return Some(name);
+        }
+        let (Provisioner::Shell(spec) | Provisioner::ShellLocal(spec)) = self else {
+            return None;
+        };
+        let shell::ShellBody::Scripts(scripts) = &spec.body else {
+            return None;
+        };
+        scripts
+            .iter()
+            .filter_map(|script| std::fs::read(script).ok())
+            .find_map(|bytes| redactor.sensitive_in(&String::from_utf8_lossy(&bytes), by_name))
+    }
+
     /// How many times a failed run is tried again, from a clean upper.
     pub fn max_retries(&self) -> u32 {
         match self {

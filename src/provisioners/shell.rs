@@ -33,6 +33,7 @@ pub(crate) struct RawShell {
     max_retries: Option<u32>,
     workdir: Option<String>,
     cache: Option<bool>,
+    share: Option<bool>,
     network: Option<Network>,
 }
 
@@ -54,6 +55,10 @@ pub struct ShellSpec {
     pub max_retries: u32,
     pub workdir: Option<String>,
     pub cache: bool,
+    /// `share = true`: pushed to the shared cache even though it uses a
+    /// sensitive variable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share: bool,
     /// Where its commands reach: `isolated` unless the template says
     /// otherwise (`host` for commands on the host).
     pub network: Network,
@@ -153,6 +158,16 @@ pub(crate) fn check_spec(
         }
         cache => Some(cache.unwrap_or(true)),
     };
+    let share = match raw.share {
+        Some(_) if table == ShellTable::PostProcessor => {
+            cx.report_key(
+                &at.key("share"),
+                DiagnosticKind::Invalid("`share` applies to provisioners only".to_owned()),
+            );
+            None
+        }
+        share => Some(share.unwrap_or(false)),
+    };
     let network = match (raw.network, table) {
         (Some(_), ShellTable::ShellLocal | ShellTable::PostProcessor) => {
             cx.report_key(
@@ -175,6 +190,7 @@ pub(crate) fn check_spec(
         max_retries: raw.max_retries.unwrap_or(0),
         workdir: workdir?,
         cache: cache?,
+        share: share?,
         network: network?,
     })
 }
@@ -236,8 +252,8 @@ impl ShellSpec {
         }
     }
 
-    /// Every setting but `cache` (whether a stage is cached says nothing of
-    /// what it makes), the scripts' content, and the template's variables,
+    /// Every setting but `cache` and `share` (whether a stage is cached or
+    /// shared says nothing of what it makes), the scripts' content, and the template's variables,
     /// which its commands see as `KILN_VAR_NAME`.
     pub fn key_inputs(&self, inputs: &mut KeyInputs, variables: &Digest) -> Result<(), KeyError> {
         let ShellSpec {
@@ -248,6 +264,7 @@ impl ShellSpec {
             max_retries,
             workdir,
             cache: _,
+            share: _,
             network,
         } = self;
         body.key_inputs(inputs)?;

@@ -712,30 +712,72 @@ impl Registry {
         Ok(())
     }
 
+    /// Every tag of `repository`, page by page (following `Link` headers);
+    /// none for a repository the registry does not know.
     pub async fn tags(&self, repository: &str) -> Result<Vec<String>> {
-        let url = self.url(&format!("/v2/{repository}/tags/list"));
-        let response = self
-            .send(repository, "pull", &|client| client.get(&url))
-            .await?;
-        if !response.status().is_success() {
-            return Err(self.status_error("listing tags", response).await);
-        }
         #[derive(serde::Deserialize)]
         struct Tags {
             tags: Option<Vec<String>>,
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(connect_error(self.host.clone()))?;
-        let tags: Tags =
-            serde_json::from_slice(&body).map_err(|source| RemoteError::Unreadable {
-                host: self.host.clone(),
-                what: "a tag list".to_owned(),
-                source,
-            })?;
-        Ok(tags.tags.unwrap_or_default())
+        let mut all = Vec::new();
+        let mut next = Some(format!("/v2/{repository}/tags/list?n=1000"));
+        while let Some(page) = next.take() {
+            let url = self.url(&page);
+            let response = self
+                .send(repository, "pull", &|client| client.get(&url))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND && all.is_empty() {
+                return Ok(Vec::new());
+            }
+            if !response.status().is_success() {
+                return Err(self.status_error("listing tags", response).await);
+            }
+            next = next_page(&response);
+            let body = response
+                .bytes()
+                .await
+                .map_err(connect_error(self.host.clone()))?;
+            let tags: Tags =
+                serde_json::from_slice(&body).map_err(|source| RemoteError::Unreadable {
+                    host: self.host.clone(),
+                    what: "a tag list".to_owned(),
+                    source,
+                })?;
+            all.extend(tags.tags.unwrap_or_default());
+        }
+        Ok(all)
     }
+
+    /// Deletes a manifest by digest (and so every tag on it); `false` when
+    /// it was not there. Registries refuse this unless deleting is enabled.
+    pub async fn delete_manifest(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repository}/manifests/{digest}"));
+        let response = self
+            .send(repository, "pull,push,delete", &|client| {
+                client.delete(&url)
+            })
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error("deleting a manifest", response).await),
+        }
+    }
+}
+
+/// The next page of a paginated list: `Link: <URL>; rel="next"`.
+fn next_page(response: &Response) -> Option<String> {
+    let link = response.headers().get("Link")?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
 }
 
 /// An async reader that counts the bytes read through it, for progress.

@@ -15,16 +15,16 @@ pub struct Pulled {
     pub fetched_blobs: usize,
 }
 
-/// Pulls `remote` into `store` as `name:version`.
-pub async fn pull(
-    store: &Store,
-    registry: &Registry,
-    remote: &RemoteRef,
-    name: &ImageName,
-    version: &Version,
-    reporter: &dyn Reporter,
-) -> Result<Pulled> {
-    let label = remote.to_string();
+/// A remote image's manifest for this platform (chosen from an index), as
+/// its exact bytes, verified against the digest asked for.
+pub struct Resolved {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// Fetches the manifest `remote` names, the platform's from an index.
+pub async fn resolve(registry: &Registry, remote: &RemoteRef) -> Result<Resolved> {
     let repository = remote.repository.as_str();
     let reference = match &remote.target {
         Some(StoreTarget::Version(tag)) => tag.to_string(),
@@ -56,6 +56,28 @@ pub async fn pull(
             .to_owned();
         (bytes, media_type) = registry.get_manifest(repository, &chosen).await?;
     }
+    let digest = Digest::of(&bytes);
+    Ok(Resolved {
+        bytes,
+        media_type,
+        digest,
+    })
+}
+
+/// Pulls `remote` into `store` as `name:version`.
+pub async fn pull(
+    store: &Store,
+    registry: &Registry,
+    remote: &RemoteRef,
+    name: &ImageName,
+    version: &Version,
+    reporter: &dyn Reporter,
+) -> Result<Pulled> {
+    let label = remote.to_string();
+    let repository = remote.repository.as_str();
+    let Resolved {
+        bytes, media_type, ..
+    } = resolve(registry, remote).await?;
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|source| RemoteError::Unreadable {
             host: remote.host.clone(),

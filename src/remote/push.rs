@@ -110,10 +110,42 @@ pub async fn push(
             });
         }
     }
-    let mut known = known_blobs(home, registry.host());
     let label = format!("{}/{repository}:{tag}", registry.host());
+    let blobs = push_blobs(
+        store, home, registry, repository, &label, &manifest, reporter,
+    )
+    .await?;
+    report.blobs = blobs;
+    registry
+        .put_manifest(repository, tag, &entry.manifest.media_type, &manifest_bytes)
+        .await?;
+    reporter.report(Event::ImagePushed {
+        build: label,
+        reference: format!("{}:{}", entry.name, entry.version),
+        digest: entry.manifest.digest.clone(),
+        sent_bytes: report.sent_bytes(),
+        unchanged: false,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(report)
+}
+
+/// Sends the config and layers of `manifest` that `repository` lacks (HEAD
+/// first, a cross-repository mount when kiln pushed the blob elsewhere on
+/// the same registry), reporting each under `label`.
+pub async fn push_blobs(
+    store: &Store,
+    home: &Path,
+    registry: &Registry,
+    repository: &str,
+    label: &str,
+    manifest: &Manifest,
+    reporter: &dyn Reporter,
+) -> Result<Vec<(Descriptor, TransferOutcome)>> {
+    let mut known = known_blobs(home, registry.host());
+    let mut blobs = Vec::new();
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        let transfer = BlobTransfer::new(reporter, &label, descriptor);
+        let transfer = BlobTransfer::new(reporter, label, descriptor);
         let outcome = if registry.blob_exists(repository, &descriptor.digest).await? {
             TransferOutcome::Present
         } else {
@@ -146,19 +178,8 @@ pub async fn push(
         };
         transfer.finished(outcome);
         known.insert(descriptor.digest.clone(), repository.to_owned());
-        report.blobs.push((descriptor.clone(), outcome));
+        blobs.push((descriptor.clone(), outcome));
     }
     remember_blobs(home, registry.host(), &known);
-    registry
-        .put_manifest(repository, tag, &entry.manifest.media_type, &manifest_bytes)
-        .await?;
-    reporter.report(Event::ImagePushed {
-        build: label,
-        reference: format!("{}:{}", entry.name, entry.version),
-        digest: entry.manifest.digest.clone(),
-        sent_bytes: report.sent_bytes(),
-        unchanged: false,
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    Ok(report)
+    Ok(blobs)
 }

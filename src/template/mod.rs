@@ -19,6 +19,7 @@ pub mod interpolate;
 pub mod keypath;
 pub mod publish;
 mod read;
+pub mod shared_cache;
 pub mod units;
 pub mod values;
 pub mod variables;
@@ -53,6 +54,7 @@ pub const SECTIONS: &[&str] = &[
     "test",
     "post_processor",
     "publish",
+    "cache",
 ];
 
 /// A template after every pass: what the user asked for, checked and with
@@ -72,6 +74,13 @@ pub struct Template {
     pub tests: Vec<ImageTest>,
     pub post_processors: Vec<PostProcessor>,
     pub publish: Publish,
+    /// `[cache]`: the registry repositories of the shared stage cache.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cache: shared_cache::SharedCache,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl Template {
@@ -102,9 +111,10 @@ pub fn load(path: &Path, inputs: &VarInputs) -> Result<Template, TemplateError> 
     load_str(path, text, inputs)
 }
 
-/// Sections about what happens once the image is made: tests, artifacts
-/// and publishing. They are left out of the template's digest.
-const AFTER_THE_IMAGE: [&str; 3] = ["test", "post_processor", "publish"];
+/// Sections about what happens once the image is made (tests, artifacts
+/// and publishing) and where the stage cache is shared: they are left out
+/// of the template's digest.
+const AFTER_THE_IMAGE: [&str; 4] = ["test", "post_processor", "publish", "cache"];
 
 /// The digest of template text with the [`AFTER_THE_IMAGE`] sections cut
 /// out, the rest byte for byte as written.
@@ -177,6 +187,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
     let tests = image_test::check_all(&mut cx);
     let post_processors = post_processors::check_all(&mut cx);
     let publish = publish::check(&mut cx);
+    let cache = shared_cache::check(&mut cx);
     if let (Some(tests), Some(post_processors)) = (&tests, &post_processors) {
         image_test::check_vm_tests_have_a_disk(&mut cx, tests, post_processors);
     }
@@ -184,7 +195,15 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
         publish::check_amis_have_a_disk(&mut cx, publish, post_processors);
     }
     let variables = std::mem::take(&mut cx.variables).into_values().collect();
-    match (image, source, provisioners, tests, post_processors, publish) {
+    match (
+        image,
+        source,
+        provisioners,
+        tests,
+        post_processors,
+        publish,
+        cache,
+    ) {
         (
             Some(image),
             Some(source),
@@ -192,6 +211,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
             Some(tests),
             Some(post_processors),
             Some(publish),
+            Some(cache),
         ) if !cx.has_errors() => Ok(Template {
             path: absolute,
             digest,
@@ -202,6 +222,7 @@ pub fn load_str(path: &Path, text: String, inputs: &VarInputs) -> Result<Templat
             tests,
             post_processors,
             publish,
+            cache,
         }),
         _ => {
             let (mut diagnostics, omitted) = cx.into_diagnostics();
