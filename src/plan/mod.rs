@@ -136,17 +136,23 @@ pub enum PlanError {
         #[source]
         source: Box<crate::remote::RemoteError>,
     },
-    #[error(
-        "the base image {reference} is {remote} on its registry, but {stored} is stored as {local}: versions never change; pin the digest you want"
-    )]
-    BaseConflict {
-        reference: RemoteRef,
-        stored: StoreRef,
-        remote: Digest,
-        local: Digest,
-    },
+    #[error(transparent)]
+    BaseConflict(Box<BaseConflict>),
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// A registry base whose tag names another image than the one stored
+/// under that version here.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the base image {reference} is {remote} on its registry, but {stored} is stored as {local}: versions never change; pin the digest you want"
+)]
+pub struct BaseConflict {
+    pub reference: RemoteRef,
+    pub stored: StoreRef,
+    pub remote: Digest,
+    pub local: Digest,
 }
 
 impl BuildPlan {
@@ -340,12 +346,12 @@ fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base,
         crate::remote::block_on(crate::remote::pull::resolve(&registry, remote)).map_err(failed)?;
     if let Some(stored) = stored {
         if stored != resolved.digest {
-            return Err(PlanError::BaseConflict {
+            return Err(PlanError::BaseConflict(Box::new(BaseConflict {
                 reference: remote.clone(),
                 stored: stored_as,
                 remote: resolved.digest,
                 local: stored,
-            });
+            })));
         }
         return Ok(Base {
             reference: stored_as,

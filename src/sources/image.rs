@@ -28,11 +28,17 @@ impl ImageSource {
         self.reference.to_string()
     }
 
-    /// The base image's manifest digest stands for everything it holds.
+    /// The base image's manifest digest stands for everything it holds:
+    /// however the template names it (a stored version, a registry tag, a
+    /// digest pin), the same base gives the same key.
     pub fn key_inputs(&self, inputs: &mut KeyInputs, base: Option<&Digest>) {
-        inputs.setting("ref", &self.reference);
-        if let Some(base) = base {
-            inputs.file_digest("base image".to_owned(), base.clone());
+        match base {
+            Some(base) => {
+                inputs.file_digest("base image".to_owned(), base.clone());
+            }
+            None => {
+                inputs.setting("ref", &self.reference);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod debian;
 mod debian_vm;
 mod escape;
+mod fleet;
 mod fmt;
 mod image_tests;
 mod layout;

@@ -279,11 +279,11 @@ fn pull_reads_what_skopeo_pushed_and_verifies_every_blob() {
     let pulled = fresh.kiln(["pull", &remote]);
     pulled.expect_code(0);
     assert_eq!(
-        fresh.stored_digest("base:7").unwrap(),
+        fresh.stored_digest("mirror/base:7").unwrap(),
         digest,
-        "stored as the last path component, tag as version"
+        "stored under the repository path without the host, tag as version"
     );
-    let rootfs = fresh.umoci_unpack("base:7");
+    let rootfs = fresh.umoci_unpack("mirror/base:7");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("etc/release")).unwrap(),
         "base 1\n"
@@ -293,7 +293,12 @@ fn pull_reads_what_skopeo_pushed_and_verifies_every_blob() {
     // The file index stays home; the first drift check makes it again from
     // the pulled layers, byte for byte the one made while baking.
     fresh
-        .kiln(["verify", "base:7", "--root", rootfs.to_str().unwrap()])
+        .kiln([
+            "verify",
+            "mirror/base:7",
+            "--root",
+            rootfs.to_str().unwrap(),
+        ])
         .expect_code(0);
     let made = std::fs::read_to_string(
         fresh
