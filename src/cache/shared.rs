@@ -410,12 +410,14 @@ mod tests {
         assert!(
             matches!(refused, Err(Refused::Annotation { annotation, .. }) if annotation == ANNOTATION_KEY)
         );
-        // Another parent.
+        // Another parent (a key covers its parent's, so only the first
+        // stage's parent is not implied by the keys).
+        let first = entry_documents(&base, None, &chain[..1], 0, 0);
         let other = Digest::of(b"other parent");
         let refused = read_entry(
-            &documents.manifest_bytes,
-            &documents.config,
-            &keys,
+            &first.manifest_bytes,
+            &first.config,
+            &keys[..1],
             Some(&other),
             &base,
             &history,
