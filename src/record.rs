@@ -13,6 +13,10 @@ pub struct StageRecord {
     pub kind: String,
     pub seconds: f64,
     pub cache_hit: bool,
+    /// The shared cache repository the stage was restored from by this
+    /// build, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_from: Option<String>,
     /// The stage's layer, if it made one.
     pub layer: Option<Digest>,
 }

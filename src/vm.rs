@@ -55,6 +55,11 @@ pub enum VmError {
         "qemu exited with {status} before the tests finished; the console ended with:\n{console}"
     )]
     Exited { status: String, console: String },
+    #[error("qemu stopped the machine ({accel}): {console}")]
+    Halted {
+        accel: &'static str,
+        console: String,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -236,6 +241,10 @@ impl VmError {
                 firmware,
                 console: redact(&console),
             },
+            VmError::Halted { accel, console } => VmError::Halted {
+                accel,
+                console: redact(&console),
+            },
             VmError::Exited { status, console } => VmError::Exited {
                 status,
                 console: redact(&console),
@@ -278,10 +287,14 @@ fn ovmf() -> Option<(PathBuf, PathBuf)> {
 /// The machine every boot uses, beside the accelerator.
 const MACHINE: &[&str] = &["-machine", "q35", "-smp", "2", "-m", "1024"];
 
-/// Whether KVM runs a guest here: a boot sector that exits qemu through
-/// its debug-exit port, with the machine settings tests use. `/dev/kvm`
-/// may exist and still fail (a nested host without the CPU features
-/// `-cpu host` asks for).
+/// Whether KVM runs a guest here: a boot sector that starts the FPU and
+/// asks CPUID, as firmware does first, then exits qemu through its
+/// debug-exit port, with the machine settings tests use. `/dev/kvm` may
+/// exist and still fail: a nested host without the CPU features `-cpu
+/// host` asks for, or one whose KVM cannot emulate `fninit` in real mode
+/// (OVMF then stops with "KVM internal error" and qemu hangs), which a
+/// sector of plain moves would pass. A probe that stalls fails at once
+/// when qemu reports the internal error.
 pub fn kvm_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
@@ -292,8 +305,12 @@ pub fn kvm_works() -> bool {
             return false;
         };
         let probe = dir.path().join("probe.img");
-        // mov al, 0x31; out 0xf4, al; hlt; jmp $-1
-        let mut sector = vec![0xB0, 0x31, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD];
+        let log = dir.path().join("probe.log");
+        // fwait; fninit; mov eax, 1; cpuid; mov al, 0x31; out 0xf4, al; hlt; jmp $-1
+        let mut sector = vec![
+            0x9B, 0xDB, 0xE3, 0x66, 0xB8, 0x01, 0x00, 0x00, 0x00, 0x0F, 0xA2, 0xB0, 0x31, 0xE6,
+            0xF4, 0xF4, 0xEB, 0xFD,
+        ];
         sector.resize(510, 0);
         sector.extend([0x55, 0xAA]);
         // A disk of one sector does not boot on q35: make it a MiB.
@@ -310,17 +327,22 @@ pub fn kvm_works() -> bool {
             .arg(format!("file={},format=raw,if=virtio", probe.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::fs::File::create(&log) {
+                Ok(file) => Stdio::from(file),
+                Err(_) => Stdio::null(),
+            })
             .spawn();
         let Ok(mut child) = child else {
             return false;
         };
         let started = Instant::now();
         loop {
+            let stalled =
+                std::fs::read_to_string(&log).is_ok_and(|text| text.contains("KVM internal error"));
             match child.try_wait() {
                 // The probe's 0x31 comes back as (0x31 << 1) | 1.
                 Ok(Some(status)) => return status.code() == Some(99),
-                Ok(None) if started.elapsed() < Duration::from_secs(20) => {
+                Ok(None) if !stalled && started.elapsed() < Duration::from_secs(20) => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 _ => {
@@ -425,6 +447,7 @@ pub fn run_tests(
         done_at: None,
     };
     let started = Instant::now();
+    let mut last_check = started;
     loop {
         if cancelled.load(Ordering::SeqCst) {
             return Err(VmError::Cancelled);
@@ -441,6 +464,17 @@ pub fn run_tests(
                 on_event(VmEvent::End(index, &outcome));
                 run.outcomes.push(outcome);
                 return Ok(run.outcomes);
+            }
+        }
+        // A KVM that cannot emulate what the guest runs pauses it for good.
+        if last_check.elapsed() > Duration::from_secs(1) {
+            last_check = Instant::now();
+            if std::fs::read_to_string(&qemu_log).is_ok_and(|text| text.contains("internal error"))
+            {
+                return Err(VmError::Halted {
+                    accel,
+                    console: console_tail(&console, &qemu_log),
+                });
             }
         }
         if !run.ready && started.elapsed() > BOOT_TIMEOUT {

@@ -63,9 +63,18 @@ pub struct Ec2<'a> {
 }
 
 impl Ec2<'_> {
-    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Element, AwsError> {
+    /// One Query call; parameters as borrowed or owned text.
+    async fn call<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        action: &str,
+        params: &[(K, V)],
+    ) -> Result<Element, AwsError> {
         let mut all = vec![("Action", action), ("Version", API_VERSION)];
-        all.extend_from_slice(params);
+        all.extend(
+            params
+                .iter()
+                .map(|(name, value)| (name.as_ref(), value.as_ref())),
+        );
         let request = AwsRequest::new(action, "ec2", self.region, reqwest::Method::POST, "/").body(
             "application/x-www-form-urlencoded; charset=utf-8",
             form(&all).into_bytes(),
@@ -215,11 +224,7 @@ impl Ec2<'_> {
             owned.push((format!("Tag.{}.Key", index + 1), key.clone()));
             owned.push((format!("Tag.{}.Value", index + 1), value.clone()));
         }
-        let params: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        self.call("CreateTags", &params).await.map(drop)
+        self.call("CreateTags", &owned).await.map(drop)
     }
 
     /// A snapshot's status (`pending`, `completed`, `error`), `None` if
@@ -249,11 +254,7 @@ impl Ec2<'_> {
                 account.clone(),
             ));
         }
-        let params: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        self.call("ModifyImageAttribute", &params).await.map(drop)
+        self.call("ModifyImageAttribute", &owned).await.map(drop)
     }
 
     /// Lets `accounts` (or everyone) make volumes of the snapshot, which
@@ -276,13 +277,7 @@ impl Ec2<'_> {
             };
             owned.push((format!("{key}.{}", index + 1), account.clone()));
         }
-        let params: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        self.call("ModifySnapshotAttribute", &params)
-            .await
-            .map(drop)
+        self.call("ModifySnapshotAttribute", &owned).await.map(drop)
     }
 
     pub async fn deregister_image(&self, image_id: &str) -> Result<(), AwsError> {

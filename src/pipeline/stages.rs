@@ -119,6 +119,10 @@ impl BuildContext<'_> {
                     finished.cache,
                     CacheStatus::Hit | CacheStatus::Shared { .. }
                 ),
+                cache_from: match &finished.cache {
+                    CacheStatus::Shared { repository } => Some(repository.clone()),
+                    _ => None,
+                },
                 layer: match &finished.result {
                     StageResult::Layer { digest, .. } => Some(digest.clone()),
                     _ => None,

@@ -24,6 +24,8 @@ fn stage_json(stage: &PlannedStage) -> Value {
         "kind": stage.kind,
         "summary": stage.summary,
         "cache": stage.cache,
+        "shareable": stage.shareable(),
+        "sensitive_variable": stage.sensitive,
         "key": stage.key.key,
         "parent": stage.key.parent,
         "settings": digests(&stage.key.settings),
@@ -60,6 +62,10 @@ pub fn plan_json(plan: &BuildPlan) -> Value {
         "channels": plan.channels,
         "remotes": plan.remotes.iter().map(|remote| format!("{remote}:{}", template.image.version)).collect::<Vec<_>>(),
         "amis": plan.amis,
+        "shared_cache": {
+            "from": template.cache.from,
+            "to": template.cache.to,
+        },
     });
     template.redactor().redact_json(json)
 }
@@ -80,7 +86,13 @@ pub fn plan_text(plan: &BuildPlan) -> String {
     let total = plan.stages.len() - 1;
     let _ = writeln!(out, "\nstages");
     for stage in &plan.stages {
-        let cache = if stage.cache { "" } else { "  (cache = false)" };
+        let cache = match (&stage.sensitive, stage.cache, stage.share) {
+            (_, false, _) => "  (cache = false)".to_owned(),
+            (Some(variable), true, false) => {
+                format!("  (not shared: uses sensitive variable {variable})")
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
             "  {:<5} {:<12} {}{cache}",
@@ -130,6 +142,16 @@ pub fn plan_text(plan: &BuildPlan) -> String {
                 "  {:<2} {:<12} {file}  {}",
                 artifact.index, artifact.kind, artifact.summary
             );
+        }
+    }
+    let shared = &template.cache;
+    if !shared.from.is_empty() || shared.to.is_some() {
+        let _ = writeln!(out, "\nshared cache (unless --cache-from, --cache-to)");
+        for from in &shared.from {
+            let _ = writeln!(out, "  from       {from}");
+        }
+        if let Some(to) = &shared.to {
+            let _ = writeln!(out, "  to         {to}");
         }
     }
     if !plan.channels.is_empty() || !plan.remotes.is_empty() || !plan.amis.is_empty() {

@@ -5,33 +5,20 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store};
 use crate::aws::ami::AmiRecord;
-use crate::io_error::IoError;
 use crate::reference::{ImageName, Version};
 
 type AmisOfImage = BTreeMap<String, Vec<AmiRecord>>;
 
 impl Store {
     fn amis_path(&self, name: &ImageName) -> PathBuf {
-        self.private_dir()
-            .join("amis")
-            .join(format!("{}.json", name.as_str().replace('/', "%2F")))
+        self.private_image_file("amis", name)
     }
 
     /// Every version's AMIs.
     pub fn amis_of(&self, name: &ImageName) -> Result<AmisOfImage> {
-        let path = self.amis_path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|error| StoreError::InvalidLayout {
-                    path,
-                    reason: error.to_string(),
-                })
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(AmisOfImage::new()),
-            Err(source) => Err(IoError::new("read", &path, source).into()),
-        }
+        self.read_private_json(&self.amis_path(name))
     }
 
     /// Records AMIs of a version; a record for the same region and name

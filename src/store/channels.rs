@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError};
-use crate::io_error::IoError;
 use crate::reference::{ChannelName, Digest, ImageName, StoreRef, StoreTarget, Version};
 
 /// One move of a channel.
@@ -53,31 +52,16 @@ fn now() -> u64 {
 
 impl Store {
     fn channels_path(&self, name: &ImageName) -> PathBuf {
-        self.root()
-            .join(".kiln/channels")
-            .join(format!("{}.json", name.as_str().replace('/', "%2F")))
+        self.private_image_file("channels", name)
     }
 
     fn read_channels(&self, name: &ImageName) -> Result<Channels> {
-        let path = self.channels_path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|error| StoreError::InvalidLayout {
-                    path,
-                    reason: error.to_string(),
-                })
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Channels::default()),
-            Err(source) => Err(IoError::new("read", &path, source).into()),
-        }
+        self.read_private_json(&self.channels_path(name))
     }
 
     fn write_channels(&self, name: &ImageName, channels: &Channels) -> Result<()> {
-        let path = self.channels_path(name);
-        let dir = path.parent().expect("channels live in a folder");
-        std::fs::create_dir_all(dir).map_err(IoError::at("create", dir))?;
-        self.replace_file(
-            &path,
+        self.write_private(
+            &self.channels_path(name),
             &serde_json::to_vec_pretty(channels).expect("channels serialize"),
         )
     }
@@ -231,24 +215,13 @@ struct PublishRemotes {
 
 impl Store {
     fn remotes_path(&self, name: &ImageName) -> PathBuf {
-        self.root()
-            .join(".kiln/remotes")
-            .join(format!("{}.json", name.as_str().replace('/', "%2F")))
+        self.private_image_file("remotes", name)
     }
 
     /// The registry repositories builds published `name` to.
     pub fn publish_remotes(&self, name: &ImageName) -> Result<Vec<crate::reference::RemoteRef>> {
-        let path = self.remotes_path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<PublishRemotes>(&bytes)
-                .map(|remotes| remotes.remotes)
-                .map_err(|error| StoreError::InvalidLayout {
-                    path,
-                    reason: error.to_string(),
-                }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(IoError::new("read", &path, source).into()),
-        }
+        let remotes: PublishRemotes = self.read_private_json(&self.remotes_path(name))?;
+        Ok(remotes.remotes)
     }
 
     /// Records that a build published `name` to `remote`.
@@ -263,11 +236,8 @@ impl Store {
             return Ok(());
         }
         remotes.push(remote.clone());
-        let path = self.remotes_path(name);
-        let dir = path.parent().expect("remotes live in a folder");
-        std::fs::create_dir_all(dir).map_err(IoError::at("create", dir))?;
-        self.replace_file(
-            &path,
+        self.write_private(
+            &self.remotes_path(name),
             &serde_json::to_vec_pretty(&PublishRemotes { remotes }).expect("remotes serialize"),
         )
     }

@@ -115,6 +115,32 @@ impl Store {
     }
 
     /// Replaces a file under [`Store::private_dir`] atomically.
+    /// A JSON file kiln keeps beside the layout, or the default when there
+    /// is none yet.
+    pub(crate) fn read_private_json<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        path: &Path,
+    ) -> Result<T> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|error| StoreError::InvalidLayout {
+                    path: path.to_owned(),
+                    reason: error.to_string(),
+                })
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(source) => Err(IoError::new("read", path, source).into()),
+        }
+    }
+
+    /// Where kiln keeps a file of its own about image `name`:
+    /// `.kiln/KIND/NAME.json`.
+    pub(crate) fn private_image_file(&self, kind: &str, name: &ImageName) -> PathBuf {
+        self.private_dir()
+            .join(kind)
+            .join(format!("{}.json", name.as_str().replace('/', "%2F")))
+    }
+
     pub(crate) fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(IoError::at("create", parent))?;

@@ -153,6 +153,22 @@ impl Drop for Moto {
 
 /// The AWS actions of recorded requests (EC2's from the form, the others'
 /// from the URL or target header).
+/// The first recorded request of a Query action (`Action=NAME` in its body).
+#[track_caller]
+fn recorded<'a>(recording: &'a [Value], action: &str) -> &'a Value {
+    let wanted = format!("Action={action}");
+    recording
+        .iter()
+        .find(|entry| {
+            entry["body"]
+                .as_str()
+                .unwrap_or_default()
+                .split('&')
+                .any(|pair| pair == wanted)
+        })
+        .unwrap_or_else(|| panic!("no {action} request was recorded"))
+}
+
 fn actions(recording: &[Value]) -> Vec<String> {
     recording
         .iter()
@@ -321,15 +337,7 @@ fn amis_through_the_ebs_direct_api_in_two_regions_once_and_nothing_left_on_failu
 
     // RegisterImage got what moto does not keep.
     let recording = moto.recording();
-    let register = recording
-        .iter()
-        .find(|entry| {
-            entry["body"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Action=RegisterImage")
-        })
-        .expect("a RegisterImage request");
+    let register = recorded(&recording, "RegisterImage");
     let body = register["body"].as_str().unwrap();
     for (field, value) in [
         ("Name", "vm-1.0"),
@@ -557,15 +565,7 @@ fn a_web_identity_is_traded_for_keys_that_sign_the_calls() {
     );
     published.expect_code(0);
     let recording = moto.recording();
-    let assume = recording
-        .iter()
-        .find(|entry| {
-            entry["body"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Action=AssumeRoleWithWebIdentity")
-        })
-        .expect("an AssumeRoleWithWebIdentity request");
+    let assume = recorded(&recording, "AssumeRoleWithWebIdentity");
     let body = assume["body"].as_str().unwrap();
     assert_eq!(
         form_field(body, "WebIdentityToken"),
@@ -576,15 +576,7 @@ fn a_web_identity_is_traded_for_keys_that_sign_the_calls() {
         Some("arn:aws:iam::123456789012:role/ci")
     );
     assert!(assume["headers"].get("Authorization").is_none(), "{assume}");
-    let register = recording
-        .iter()
-        .find(|entry| {
-            entry["body"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Action=RegisterImage")
-        })
-        .expect("a RegisterImage request");
+    let register = recorded(&recording, "RegisterImage");
     let authorization = register["headers"]["Authorization"].as_str().unwrap();
     assert!(
         authorization.contains("Credential=ASIA"),

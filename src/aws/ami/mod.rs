@@ -342,7 +342,16 @@ impl Context<'_> {
                     created: false,
                 }),
                 None => {
-                    let token = format!("kiln-{}-{region}", &self.job.digest.hex()[..32]);
+                    // Per run: a copy retried within AWS's idempotency
+                    // window after a failed run deregistered it must not
+                    // get that image's id back.
+                    let token = format!(
+                        "kiln-{}-{region}-{}",
+                        &self.job.digest.hex()[..24],
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |since| since.as_nanos())
+                    );
                     let ec2 = self.ec2(region);
                     let copy = ec2
                         .copy_image(home, &home_id, name, &description, &token)

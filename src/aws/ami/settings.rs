@@ -253,10 +253,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<AmiSettings> {
             );
         }
     }
-    let ssm_parameter = match &raw.ssm_parameter {
-        Some(parameter) => Some(cx.text(&at.key("ssm_parameter"), parameter)?),
-        None => None,
-    };
+    let ssm_parameter = cx.optional_text(&at.key("ssm_parameter"), raw.ssm_parameter.as_deref())?;
     if let Some(parameter) = &ssm_parameter
         && (parameter.is_empty()
             || parameter.len() > 1011
@@ -300,10 +297,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<AmiSettings> {
         }
         tags.insert(key.clone(), value);
     }
-    let endpoint = match &raw.endpoint {
-        Some(endpoint) => Some(cx.text(&at.key("endpoint"), endpoint)?),
-        None => None,
-    };
+    let endpoint = cx.optional_text(&at.key("endpoint"), raw.endpoint.as_deref())?;
     if let Some(endpoint) = &endpoint
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
@@ -325,10 +319,7 @@ pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<AmiSettings> {
             "NitroTPM needs UEFI: boot_mode = \"uefi\" or \"uefi-preferred\"".to_owned(),
         );
     }
-    let profile = match &raw.profile {
-        Some(profile) => Some(cx.text(&at.key("profile"), profile)?),
-        None => None,
-    };
+    let profile = cx.optional_text(&at.key("profile"), raw.profile.as_deref())?;
     (!cx.has_errors()).then_some(AmiSettings {
         name,
         regions,
