@@ -43,6 +43,7 @@ pub mod reference;
 pub mod remote;
 pub mod report;
 pub mod sandbox;
+pub mod sbom;
 pub mod sources;
 pub mod stage;
 pub mod store;

@@ -18,6 +18,7 @@ mod publish;
 mod pull;
 mod push;
 mod reporters;
+mod sbom;
 mod validate;
 mod verify;
 
@@ -325,6 +326,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the software bill of materials of a stored image
+    Sbom {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The document's format
+        #[arg(long, value_enum, default_value_t)]
+        format: SbomFormatArg,
+        /// Write it to this file instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -407,6 +420,25 @@ pub enum CacheCommand {
         #[command(flatten)]
         remote_args: RemoteArgs,
     },
+}
+
+/// The SBOM formats.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum SbomFormatArg {
+    /// CycloneDX 1.6 JSON
+    #[default]
+    Cyclonedx,
+    /// SPDX 2.3 JSON
+    Spdx,
+}
+
+impl From<SbomFormatArg> for kiln::sbom::SbomFormat {
+    fn from(format: SbomFormatArg) -> Self {
+        match format {
+            SbomFormatArg::Cyclonedx => kiln::sbom::SbomFormat::Cyclonedx,
+            SbomFormatArg::Spdx => kiln::sbom::SbomFormat::Spdx,
+        }
+    }
 }
 
 /// A size, where 0 means "keep nothing".
@@ -525,6 +557,11 @@ fn run(command: Command) -> Exit {
             json,
         } => verify::run(&reference, root.as_deref(), &ignore, json),
         Command::Diff { a, b, json } => diff::run(&a, b.as_deref(), json),
+        Command::Sbom {
+            reference,
+            format,
+            output,
+        } => sbom::run(&reference, format.into(), output.as_deref()),
         Command::Publish(PublishCommand::Ami(args)) => publish::ami(&args),
     }
 }

@@ -20,6 +20,7 @@
 mod amis;
 mod artifacts;
 mod failed;
+mod history;
 pub mod image;
 mod publish;
 mod shared_cache;
@@ -190,6 +191,8 @@ pub enum BuildError {
     },
     #[error("failed to find the raw bootable disk an AMI is made of")]
     NoRawBootableDisk,
+    #[error("failed to make the image's SBOM")]
+    Sbom(#[from] crate::sbom::SbomError),
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
     #[error("build cancelled")]
@@ -382,6 +385,17 @@ impl BuildContext<'_> {
             .put_bytes(crate::oci::MEDIA_TYPE_MANIFEST, &image.manifest_bytes)
             .map_err(BuildError::store)?;
         let spec = &self.plan.template.image;
+        // Before the tag: a stored version always has its SBOM.
+        crate::sbom::store_sboms(
+            store,
+            &image.manifest,
+            &crate::sbom::Subject {
+                name: &spec.name,
+                version: &spec.version,
+                digest: &descriptor.digest,
+                epoch: self.plan.epoch,
+            },
+        )?;
         let tagged = store
             .tag(&spec.name, &spec.version, &descriptor)
             .map_err(BuildError::store)?;

@@ -14,8 +14,8 @@ use super::BuildContext;
 use crate::cache::shared::{self, ChainBase, ChainStage, Refused};
 use crate::cache::{self, CachedLayer};
 use crate::io_error::IoError;
-use crate::oci::{History, Manifest};
-use crate::plan::{PlannedStage, Step};
+use crate::oci::Manifest;
+use crate::plan::PlannedStage;
 use crate::reference::{Digest, RemoteRef};
 use crate::remote::{Registry, RemoteError, block_on, push::push_blobs};
 use crate::report::{Direction, Event, TransferOutcome};
@@ -86,29 +86,6 @@ impl BuildContext<'_> {
             history: config.history,
             config: config.config,
         })
-    }
-
-    /// The history entry this build gives `stage`.
-    pub(super) fn stage_history(&self, stage: &PlannedStage, has_layer: bool) -> History {
-        let plan = self.plan;
-        let dir = plan.template_dir();
-        let created_by = match stage.step {
-            Step::Source => {
-                let source = &plan.template.source;
-                format!("kiln source {}: {}", source.kind(), source.summary(dir))
-            }
-            Step::Provisioner(index) => format!(
-                "kiln {}: {}",
-                stage.kind,
-                plan.template.provisioners[index].history_text(dir)
-            ),
-        };
-        History {
-            created: Some(self.created()),
-            created_by: Some(self.redactor().redact(&created_by).into_owned()),
-            comment: Some(super::stages::history_comment(stage)),
-            empty_layer: !has_layer,
-        }
     }
 
     /// Restores into the local cache the longest chain of stages a cache

@@ -629,12 +629,3 @@ fn stage_name(stage: &PlannedStage) -> String {
         Step::Provisioner(_) => format!("stage {}", stage.number),
     }
 }
-
-/// The history comment of a stage: its place in the template. Images
-/// record it, so it keeps the form their digests were made with.
-pub(super) fn history_comment(stage: &PlannedStage) -> String {
-    match stage.step {
-        Step::Source => "source".to_owned(),
-        Step::Provisioner(index) => format!("provisioner[{index}]"),
-    }
-}

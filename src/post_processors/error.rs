@@ -27,4 +27,6 @@ pub enum PostError {
     Io(#[from] crate::io_error::IoError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
 }

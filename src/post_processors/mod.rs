@@ -12,6 +12,7 @@ pub mod disk;
 mod error;
 pub mod manifest;
 pub mod rootfs;
+pub mod sbom;
 pub mod shell_local;
 
 use std::path::{Path, PathBuf};
@@ -29,13 +30,21 @@ use context::PostContext;
 pub use error::PostError;
 use manifest::MANIFEST_FILE;
 
-pub const KINDS: &[&str] = &["disk", "rootfs", "checksum", "manifest", "shell-local"];
+pub const KINDS: &[&str] = &[
+    "disk",
+    "rootfs",
+    "sbom",
+    "checksum",
+    "manifest",
+    "shell-local",
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PostProcessor {
     Disk(DiskSettings),
     Rootfs(rootfs::RootfsSettings),
+    Sbom(sbom::SbomSettings),
     Checksum,
     Manifest(manifest::ManifestSettings),
     ShellLocal(ShellSpec),
@@ -63,6 +72,7 @@ impl PostProcessor {
         match self {
             PostProcessor::Disk(_) => "disk",
             PostProcessor::Rootfs(_) => "rootfs",
+            PostProcessor::Sbom(_) => "sbom",
             PostProcessor::Checksum => "checksum",
             PostProcessor::Manifest(_) => "manifest",
             PostProcessor::ShellLocal(_) => "shell-local",
@@ -73,6 +83,7 @@ impl PostProcessor {
         match self {
             PostProcessor::Disk(disk) => disk.summary(),
             PostProcessor::Rootfs(rootfs) => rootfs.summary(),
+            PostProcessor::Sbom(sbom) => sbom.summary(),
             PostProcessor::Checksum => "sha256 of every artifact before it".to_owned(),
             PostProcessor::Manifest(_) => "a record of the build, appended".to_owned(),
             PostProcessor::ShellLocal(spec) => spec.summary(dir),
@@ -87,6 +98,7 @@ impl PostProcessor {
             PostProcessor::Rootfs(rootfs) => {
                 output.join(format!("{stem}.{}", rootfs.compression.extension()))
             }
+            PostProcessor::Sbom(sbom) => output.join(format!("{stem}.{}", sbom.format.extension())),
             PostProcessor::Checksum => output.join(CHECKSUM_FILE),
             PostProcessor::Manifest(manifest) => manifest
                 .path
@@ -131,6 +143,11 @@ impl PostProcessor {
             PostProcessor::Rootfs(rootfs::RootfsSettings { compression }) => {
                 inputs.setting("compression", compression);
             }
+            PostProcessor::Sbom(sbom::SbomSettings { format }) => {
+                inputs
+                    .setting("format", format)
+                    .setting("kiln", &env!("CARGO_PKG_VERSION"));
+            }
             PostProcessor::Checksum => {
                 let sums: Vec<(String, &str)> = earlier
                     .iter()
@@ -158,6 +175,7 @@ impl PostProcessor {
         Ok(Some(match self {
             PostProcessor::Disk(settings) => disk::run(cx, settings)?,
             PostProcessor::Rootfs(settings) => rootfs::run(cx, settings)?,
+            PostProcessor::Sbom(settings) => sbom::run(cx, settings)?,
             PostProcessor::Checksum => checksum::run(cx)?,
             PostProcessor::Manifest(settings) => manifest::run(cx, settings)?,
             PostProcessor::ShellLocal(spec) => {
@@ -175,6 +193,7 @@ pub(crate) fn check_all(cx: &mut Checker<'_>) -> Option<Vec<PostProcessor>> {
             match cx.kind(&at, "post-processor", KINDS)?.as_str() {
                 "disk" => disk::check(cx, &at).map(PostProcessor::Disk),
                 "rootfs" => rootfs::check(cx, &at).map(PostProcessor::Rootfs),
+                "sbom" => sbom::check(cx, &at).map(PostProcessor::Sbom),
                 "checksum" => checksum::check(cx, &at).map(|()| PostProcessor::Checksum),
                 "manifest" => manifest::check(cx, &at).map(PostProcessor::Manifest),
                 "shell-local" => shell_local::check(cx, &at).map(PostProcessor::ShellLocal),

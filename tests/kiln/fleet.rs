@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::process::Command;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, skopeo_digest};
 use crate::util::{TestEnv, busybox_template, require_tool};
 
 /// A plain HTTP/1.1 request to the test registry; the status and body.
@@ -417,21 +417,6 @@ fn an_app_on_a_registry_base_builds_in_a_fresh_home_without_a_pull() {
     pinned.assert_no_leftovers();
 }
 
-fn skopeo_digest(reference: &str) -> String {
-    let output = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    json["Digest"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
     require_tool("skopeo", "skopeo");
@@ -455,7 +440,7 @@ fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
         digests.push(env.stored_digest(&format!("site:{version}")).unwrap());
     }
     let stable = format!("{remote}:stable");
-    assert_eq!(skopeo_digest(&stable), digests[2]);
+    assert_eq!(skopeo_digest(&stable, None), digests[2]);
 
     let back = env.kiln(["channel", "rollback", "site", "stable"]);
     back.expect_code(0);
@@ -465,7 +450,7 @@ fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
         back.stdout
     );
     assert_eq!(
-        skopeo_digest(&stable),
+        skopeo_digest(&stable, None),
         digests[1],
         "the registry's tag moved too"
     );
@@ -476,7 +461,7 @@ fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
         "{}",
         back.stdout
     );
-    assert_eq!(skopeo_digest(&stable), digests[0]);
+    assert_eq!(skopeo_digest(&stable, None), digests[0]);
 
     // CI runs again for 1.3.0, which is stored: the rollback stands.
     let rerun = env.kiln(["build", template("1.3.0").to_str().unwrap()]);
@@ -486,8 +471,8 @@ fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
         "{}",
         rerun.stderr
     );
-    assert_eq!(skopeo_digest(&stable), digests[0]);
-    assert_eq!(skopeo_digest(&format!("{remote}:1.3.0")), digests[2]);
+    assert_eq!(skopeo_digest(&stable, None), digests[0]);
+    assert_eq!(skopeo_digest(&format!("{remote}:1.3.0"), None), digests[2]);
 
     // Setting the version it points at records nothing.
     let again = env.kiln(["channel", "set", "site", "stable", "1.1.0"]);
@@ -532,7 +517,7 @@ fn channels_move_and_roll_back_on_the_registry_as_a_stack() {
         "channel", "set", "site", "stable", "1.3.0", "--remote", &mirror,
     ])
     .expect_code(0);
-    assert_eq!(skopeo_digest(&format!("{mirror}:stable")), digests[2]);
-    assert_eq!(skopeo_digest(&stable), digests[2]);
+    assert_eq!(skopeo_digest(&format!("{mirror}:stable"), None), digests[2]);
+    assert_eq!(skopeo_digest(&stable, None), digests[2]);
     env.assert_no_leftovers();
 }

@@ -19,5 +19,6 @@ mod machine;
 mod post;
 mod prove;
 mod registry;
+mod sbom;
 mod templates;
 mod util;

@@ -111,7 +111,8 @@ impl Drop for Registry {
     }
 }
 
-fn skopeo_digest(reference: &str, credentials: Option<&str>) -> String {
+/// The digest skopeo reads for `reference` on a registry.
+pub fn skopeo_digest(reference: &str, credentials: Option<&str>) -> String {
     let mut command = Command::new("skopeo");
     command.args(["inspect", "--tls-verify=false"]);
     if let Some(credentials) = credentials {
@@ -752,7 +753,7 @@ fn bearer_tokens_from_the_registrys_token_service() {
         .kiln_with_env(["pull", &format!("{remote}:1")], &credentials)
         .expect_code(0);
     assert_eq!(
-        fresh.stored_digest("tokened:1"),
+        fresh.stored_digest("team/tokened:1"),
         env.stored_digest("tokened:1")
     );
 }
