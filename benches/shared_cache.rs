@@ -21,10 +21,11 @@
 //! the cold build.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::Registry;
 
 const RUNS: usize = 3;
 
@@ -59,58 +60,10 @@ RUN echo 'first' > /etc/build-stamp
 
 const STAGES: usize = 5;
 
-/// A docker-registry on a free loopback port, its storage under `dir`.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let storage = dir.join(format!("registry-{port}"));
-        std::fs::create_dir_all(&storage).unwrap();
-        let config = storage.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn repository(&self, path: &str) -> String {
-        format!("127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Flushes every dirty page to disk.
+fn sync() {
+    let status = Command::new("sync").status().expect("run sync");
+    assert!(status.success(), "sync failed");
 }
 
 /// Runs a command to success; its time and its stdout and stderr.
@@ -197,6 +150,9 @@ fn kiln_pair(dir: &Path, template: &Path, repository: &str) -> (Duration, Durati
     let registry = Registry::start(dir);
     let repository = registry.repository(repository);
     let (cold, cold_digest) = kiln_build(dir, template, "--cache-to", &repository);
+    // The cold build's writes reach the disk first: on CI the warm build
+    // runs on another machine, not beside their writeback.
+    sync();
     let (warm, warm_digest) = kiln_build(dir, template, "--cache-from", &repository);
     assert_eq!(
         cold_digest,
@@ -237,6 +193,7 @@ fn buildah_pair(dir: &Path, context: &Path) -> (Duration, Duration) {
         context,
         &["--cache-to", &repository, "--cache-from", &repository],
     );
+    sync();
     let (warm, warm_id, output) = buildah_build(dir, context, &["--cache-from", &repository]);
     assert_eq!(
         output.matches("Cache pulled from remote").count(),

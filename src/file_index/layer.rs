@@ -106,6 +106,86 @@ pub fn index_tar(reader: &mut dyn Read) -> io::Result<Vec<FileEntry>> {
     Ok(entries)
 }
 
+/// A reader that hands a copy of every chunk it reads to an indexer.
+pub struct Indexing<R> {
+    inner: R,
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Indexing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read > 0
+            && let Some(chunks) = &self.chunks
+            && chunks.send(buf[..read].to_vec()).is_err()
+        {
+            self.chunks = None;
+        }
+        Ok(read)
+    }
+}
+
+/// The chunks an [`Indexing`] reader sent, read back as one stream.
+struct Chunks {
+    received: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.received.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let read = buf.len().min(self.chunk.len() - self.at);
+        buf[..read].copy_from_slice(&self.chunk[self.at..self.at + read]);
+        self.at += read;
+        Ok(read)
+    }
+}
+
+/// Runs `consume` on a tar stream (it must read it to its end) while
+/// another thread indexes the same bytes: one pass over a layer both
+/// unpacks it and makes its index, on two cores. Returns what `consume`
+/// gave and the index.
+pub fn with_index<R: Read, T>(
+    reader: R,
+    consume: impl FnOnce(&mut io::BufReader<Indexing<R>>) -> T,
+) -> (T, io::Result<Vec<FileEntry>>) {
+    let (sender, received) = std::sync::mpsc::sync_channel(32);
+    let indexer = std::thread::spawn(move || {
+        let mut chunks = Chunks {
+            received,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let entries = index_tar(&mut chunks);
+        // What follows the tar's end (padding) is read, so the sender
+        // never waits on a reader that stopped.
+        let _ = io::copy(&mut chunks, &mut io::sink());
+        entries
+    });
+    let mut reader = io::BufReader::with_capacity(
+        1 << 20,
+        Indexing {
+            inner: reader,
+            chunks: Some(sender),
+        },
+    );
+    let consumed = consume(&mut reader);
+    drop(reader);
+    let entries = indexer
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the layer indexer stopped")));
+    (consumed, entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

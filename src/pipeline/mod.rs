@@ -347,7 +347,7 @@ impl BuildContext<'_> {
         let mut tests = self.run_tests(&image, &prepared.digest, &prepared.container_config)?;
         tests.extend(self.run_vm_tests(&prepared)?);
         self.check_cancelled()?;
-        let unchanged = self.store_image(&prepared)?;
+        let unchanged = self.store_image(&prepared, image.trees())?;
         let mut built = Built {
             reference: self.plan.reference.clone(),
             digest: prepared.digest,
@@ -373,7 +373,11 @@ impl BuildContext<'_> {
 
     /// Stores the tested image's documents and tags its version; says
     /// whether the same version with the same digest was there already.
-    fn store_image(&self, image: &image::PreparedImage) -> Result<bool, BuildError> {
+    fn store_image(
+        &self,
+        image: &image::PreparedImage,
+        trees: &[PathBuf],
+    ) -> Result<bool, BuildError> {
         let store = &self.store;
         store
             .put_bytes(crate::file_index::MEDIA_TYPE_FILE_INDEX, &image.file_index)
@@ -385,7 +389,12 @@ impl BuildContext<'_> {
             .put_bytes(crate::oci::MEDIA_TYPE_MANIFEST, &image.manifest_bytes)
             .map_err(BuildError::store)?;
         let spec = &self.plan.template.image;
-        // Before the tag: a stored version always has its SBOM.
+        // Before the tag: a stored version always has its SBOM. Its
+        // package databases are read from the stage trees, checked
+        // against the file index (the layers when they cannot be).
+        let inventory = serde_json::from_slice::<crate::file_index::FileIndex>(&image.file_index)
+            .ok()
+            .and_then(|index| crate::sbom::inventory::from_trees(&index, trees));
         crate::sbom::store_sboms(
             store,
             &image.manifest,
@@ -395,6 +404,7 @@ impl BuildContext<'_> {
                 digest: &descriptor.digest,
                 epoch: self.plan.epoch,
             },
+            inventory,
         )?;
         let tagged = store
             .tag(&spec.name, &spec.version, &descriptor)

@@ -248,14 +248,24 @@ impl BuildContext<'_> {
                     .work
                     .fresh_dir(&format!("restore{}", stage.number))
                     .map_err(IoError::at("create", self.work.path()))?;
-                let mut reader = self.store.open_layer(descriptor, diff_id)?;
-                unpack::unpack(&mut reader, &dir, Whiteouts::ToOverlay).map_err(|source| {
-                    RestoreError::Unpack {
-                        digest: descriptor.digest.clone(),
-                        source,
-                    }
-                })?;
-                reader.finish()?;
+                // One pass unpacks the layer and, on the other core, makes
+                // its file index, which the image's index is made of.
+                let reader = self.store.open_layer(descriptor, diff_id)?;
+                let unpack_failed = |source| RestoreError::Unpack {
+                    digest: descriptor.digest.clone(),
+                    source,
+                };
+                let (unpacked, index) = crate::file_index::layer::with_index(reader, |reader| {
+                    unpack::unpack(&mut *reader, &dir, Whiteouts::ToOverlay)?;
+                    // To the end: the digests are checked there.
+                    std::io::copy(reader, &mut std::io::sink())
+                        .map_err(unpack::UnpackError::Read)?;
+                    Ok::<_, unpack::UnpackError>(())
+                });
+                unpacked.map_err(unpack_failed)?;
+                if let Ok(entries) = index {
+                    crate::file_index::save_layer_index(&self.store, diff_id, &entries)?;
+                }
                 Some(dir)
             }
         };

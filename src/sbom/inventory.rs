@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use super::error::SbomError;
 use super::purl;
+use crate::file_index::{FileIndex, FileKind};
 use crate::oci::Manifest;
 use crate::store::Store;
 
@@ -57,6 +59,69 @@ fn wanted(path: &str) -> bool {
 enum Found {
     File(Vec<u8>),
     Link(String),
+}
+
+/// The inventory of an image as a build has it: its file index (all
+/// layers merged) says which package databases the flattened root holds
+/// and their digests; their bytes are read from the stage trees (`trees`,
+/// bottom first, as overlay lowers: the topmost that has a path holds it),
+/// without following a link, and must hash to the index's digest. `None`
+/// when one cannot be read so: [`inventory`] reads the layers instead.
+pub fn from_trees(index: &FileIndex, trees: &[PathBuf]) -> Option<Inventory> {
+    let mut found = BTreeMap::new();
+    for entry in &index.entries {
+        let path = entry.path.trim_start_matches('/');
+        if !wanted(path) {
+            continue;
+        }
+        match entry.kind {
+            FileKind::File => {
+                let expected = entry.sha256.as_deref()?;
+                let bytes = trees
+                    .iter()
+                    .rev()
+                    .find_map(|tree| read_beneath(tree, path))?;
+                if crate::reference::Digest::of(&bytes).hex() != expected {
+                    return None;
+                }
+                found.insert(path.to_owned(), Found::File(bytes));
+            }
+            FileKind::Symlink => {
+                found.insert(
+                    path.to_owned(),
+                    Found::Link(entry.target.clone().unwrap_or_default()),
+                );
+            }
+            _ => {}
+        }
+    }
+    Some(from_found(&found))
+}
+
+/// A regular file at `path` below `tree`, no link followed on the way.
+fn read_beneath(tree: &Path, path: &str) -> Option<Vec<u8>> {
+    use std::os::fd::AsFd;
+
+    let (parents, name) = crate::confined::split_entry_path(path.as_bytes()).ok()??;
+    let root = crate::confined::open_root(tree).ok()?;
+    let dir =
+        crate::confined::open_dir(&root, &parents, crate::confined::Resolve::NoSymlinks, false)
+            .ok()?;
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        name.as_os_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let file = std::fs::File::from(fd);
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() || metadata.len() > MAX_DATABASE_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_DATABASE_BYTES).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// The package inventory of the image `manifest` describes.
@@ -122,6 +187,11 @@ pub fn inventory(store: &Store, manifest: &Manifest) -> Result<Inventory, SbomEr
             }
         }
     }
+    Ok(from_found(&found))
+}
+
+/// The inventory of the wanted files of a flattened root.
+fn from_found(found: &BTreeMap<String, Found>) -> Inventory {
     let text = |path: &str| match found.get(path) {
         Some(Found::File(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
         _ => None,
@@ -150,7 +220,7 @@ pub fn inventory(store: &Store, manifest: &Manifest) -> Result<Inventory, SbomEr
     }
     packages.sort();
     packages.dedup_by(|a, b| a.purl == b.purl);
-    Ok(Inventory { distro, packages })
+    Inventory { distro, packages }
 }
 
 /// A link's target below the root, from the folder `dir` the link is in

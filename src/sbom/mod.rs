@@ -81,11 +81,13 @@ fn note_path(store: &Store, image: &Digest) -> std::path::PathBuf {
 }
 
 /// Makes both documents of a stored image and keeps them in the store
-/// (once: an image that has them keeps them).
+/// (once: an image that has them keeps them). `inventory` is the image's,
+/// when the caller has it; else it is read from the layers.
 pub fn store_sboms(
     store: &Store,
     manifest: &Manifest,
     subject: &Subject<'_>,
+    inventory: Option<Inventory>,
 ) -> Result<(), SbomError> {
     let note = note_path(store, subject.digest);
     let known: SbomNote = store.read_private_json(&note)?;
@@ -93,7 +95,10 @@ pub fn store_sboms(
     if present(&known.cyclonedx) && present(&known.spdx) {
         return Ok(());
     }
-    let inventory = inventory::inventory(store, manifest)?;
+    let inventory = match inventory {
+        Some(inventory) => inventory,
+        None => inventory::inventory(store, manifest)?,
+    };
     let mut note_of = SbomNote::default();
     for format in [SbomFormat::Cyclonedx, SbomFormat::Spdx] {
         let bytes = document(&inventory, subject, format);
