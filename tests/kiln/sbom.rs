@@ -153,5 +153,12 @@ fn a_debian_images_sboms_validate_and_name_what_dpkg_has() {
     let again = env.kiln(["sbom", "inventory:1.0.0"]);
     again.expect_code(0);
     assert_eq!(again.stdout.as_bytes(), std::fs::read(&cyclonedx).unwrap());
+    // The build read the databases from its stage trees; made again from
+    // the layers (as for a pulled image), the document is the same.
+    let notes = env.store().join(".kiln/sbom");
+    std::fs::remove_dir_all(&notes).unwrap();
+    let from_layers = env.kiln(["sbom", "inventory:1.0.0"]);
+    from_layers.expect_code(0);
+    assert_eq!(from_layers.stdout, again.stdout);
     env.assert_no_leftovers();
 }
