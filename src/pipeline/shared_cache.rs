@@ -114,42 +114,52 @@ impl BuildContext<'_> {
             Ok(base) => base,
             Err(_) => return BTreeMap::new(),
         };
+        // Each repository in order; one that cannot be reached is left out.
+        let mut registries: Vec<(&RemoteRef, Registry)> = Vec::new();
         for repository in from {
-            let label = repository.to_string();
-            let registry = match Registry::new(&repository.host, &self.options.remote) {
-                Ok(registry) => registry,
-                Err(error) => {
-                    self.cache_warning(&label, None, &error);
-                    continue;
-                }
-            };
-            // The deepest hit first: it restores everything below it.
-            for last in (first + local..first + cacheable).rev() {
+            match Registry::new(&repository.host, &self.options.remote) {
+                Ok(registry) => registries.push((repository, registry)),
+                Err(error) => self.cache_warning(&repository.to_string(), None, &error),
+            }
+        }
+        // The deepest hit first, in any repository: it restores everything
+        // below it. An entry refused halfway keeps the stages it restored.
+        let mut restored = BTreeMap::new();
+        for last in (first + local..first + cacheable).rev() {
+            let tag = shared::tag(&stages[last].key.key);
+            let mut index = 0;
+            while index < registries.len() {
                 if self.runner.is_cancelled() {
                     return BTreeMap::new();
                 }
-                let tag = shared::tag(&stages[last].key.key);
-                let found = block_on(registry.tag_digest(repository.repository.as_str(), &tag));
-                let digest = match found {
-                    Ok(Some(digest)) => digest,
-                    Ok(None) => continue,
-                    Err(error) => {
-                        self.cache_warning(&label, None, &error);
-                        break;
-                    }
-                };
-                match self.restore_chain(&registry, repository, &digest, &base, first, last) {
-                    Ok(restored) => {
-                        return restored
-                            .into_iter()
-                            .map(|number| (number, label.clone()))
-                            .collect();
-                    }
+                let (repository, registry) = &registries[index];
+                let label = repository.to_string();
+                let digest =
+                    match block_on(registry.tag_digest(repository.repository.as_str(), &tag)) {
+                        Ok(Some(digest)) => digest,
+                        Ok(None) => {
+                            index += 1;
+                            continue;
+                        }
+                        Err(error) => {
+                            self.cache_warning(&label, None, &error);
+                            registries.remove(index);
+                            continue;
+                        }
+                    };
+                let mut added = Vec::new();
+                let outcome = self.restore_chain(
+                    registry, repository, &digest, &base, first, last, &mut added,
+                );
+                restored.extend(added.into_iter().map(|number| (number, label.clone())));
+                match outcome {
+                    Ok(()) => return restored,
                     Err(error) => self.cache_warning(&label, Some(last), &error),
                 }
+                index += 1;
             }
         }
-        BTreeMap::new()
+        restored
     }
 
     fn cache_warning(&self, repository: &str, stage: Option<usize>, error: &dyn std::error::Error) {
@@ -165,7 +175,12 @@ impl BuildContext<'_> {
     }
 
     /// Restores stages `first..=last` from the entry `digest` of
-    /// `repository`; returns the numbers of the stages it added here.
+    /// `repository`, adding to `restored` the number of each stage it adds
+    /// here (also when a later one fails).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the chain's bounds and where it comes from"
+    )]
     fn restore_chain(
         &self,
         registry: &Registry,
@@ -174,7 +189,8 @@ impl BuildContext<'_> {
         base: &ChainBase,
         first: usize,
         last: usize,
-    ) -> Result<Vec<usize>, RestoreError> {
+        restored: &mut Vec<usize>,
+    ) -> Result<(), RestoreError> {
         let stages = &self.plan.stages[first..=last];
         let keys: Vec<Digest> = stages.iter().map(|stage| stage.key.key.clone()).collect();
         let repo = repository.repository.as_str();
@@ -204,7 +220,6 @@ impl BuildContext<'_> {
             }
             Ok::<_, RestoreError>(chain)
         })?;
-        let mut restored = Vec::new();
         for (stage, link) in stages.iter().zip(chain) {
             if self.cache.has_entry(&stage.key.key) {
                 continue;
@@ -212,7 +227,7 @@ impl BuildContext<'_> {
             self.restore_stage(stage, link)?;
             restored.push(stage.number);
         }
-        Ok(restored)
+        Ok(())
     }
 
     /// A blob into the store, unless it is there; verified as it arrives.

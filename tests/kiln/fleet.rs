@@ -277,6 +277,12 @@ fn a_fresh_home_builds_every_stage_from_the_registry_and_refuses_poisoned_entrie
     let (stderr, digest_d) = build(&runner_d, "--cache-from");
     assert!(stderr.contains("entry of stage 3 not used"), "{stderr}");
     let lines = stage_lines(&stderr);
+    assert!(
+        lines[..3]
+            .iter()
+            .all(|line| line.contains("cached (registry")),
+        "the stages restored before the bad layer came from the registry: {stderr}"
+    );
     assert!(lines[3].contains("[3] done in"), "{stderr}");
     assert_eq!(digest_d, digest);
     runner_d.assert_no_leftovers();
