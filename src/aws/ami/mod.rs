@@ -345,13 +345,7 @@ impl Context<'_> {
                     // Per run: a copy retried within AWS's idempotency
                     // window after a failed run deregistered it must not
                     // get that image's id back.
-                    let token = format!(
-                        "kiln-{}-{region}-{}",
-                        &self.job.digest.hex()[..24],
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |since| since.as_nanos())
-                    );
+                    let token = run_token(self.job.digest, region);
                     let ec2 = self.ec2(region);
                     let copy = ec2
                         .copy_image(home, &home_id, name, &description, &token)
@@ -445,13 +439,7 @@ impl Context<'_> {
             size,
             direction: Direction::Push,
         });
-        let token = format!(
-            "kiln-{}-{}",
-            &self.job.digest.hex()[..24],
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos())
-        );
+        let token = run_token(self.job.digest, "snapshot");
         let mut snapshot_id = None;
         let uploaded = ebs::upload(
             self.client,
@@ -543,4 +531,17 @@ async fn clean_up(client: &AwsClient, made: Vec<Made>) -> Result<(), AwsError> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// An idempotency token for one call of this run: the image's digest,
+/// what it is for, and the time, so a retry within the run gets the same
+/// answer and a later run (after a failed one cleaned up) a fresh one.
+fn run_token(digest: &crate::reference::Digest, what: &str) -> String {
+    format!(
+        "kiln-{}-{what}-{}",
+        &digest.hex()[..24],
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    )
 }
