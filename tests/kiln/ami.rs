@@ -523,6 +523,55 @@ fn amis_through_the_ebs_direct_api_in_two_regions_once_and_nothing_left_on_failu
     );
     assert!(images_named(&state, "eu-west-1", "vm-broken").is_empty());
     assert_ne!(before, state);
+
+    // Throttling and server errors (a proxy answers every third request
+    // with a 503, every seventh with a 400 ThrottlingException) are tried
+    // again: the AMI is made, whole.
+    let throttled = env.path("throttled.log");
+    let mut proxy = Command::new(venv_python())
+        .arg(repo_root().join("tests/kiln/moto_helper.py"))
+        .args(["throttle", &moto.endpoint, throttled.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(proxy.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let retried = env.kiln_with_env(
+        [
+            "publish",
+            "ami",
+            "vm:1.1",
+            "--region",
+            "eu-west-1",
+            "--name",
+            "vm-throttled",
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", port.trim()),
+        ],
+        &env_refs(&aws),
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    retried.expect_code(0);
+    let refusals = std::fs::read_to_string(&throttled).unwrap_or_default();
+    assert!(
+        refusals
+            .lines()
+            .filter(|line| line.starts_with("503"))
+            .count()
+            >= 3
+            && refusals.lines().any(|line| line.starts_with("400")),
+        "the proxy refused some requests: {refusals}"
+    );
+    let state = moto.state(&regions);
+    assert_eq!(
+        images_named(&state, "eu-west-1", "vm-throttled").len(),
+        1,
+        "{state}"
+    );
     env.assert_no_leftovers();
 }
 

@@ -11,6 +11,9 @@
   proxy ENDPOINT FAIL_AFTER    a proxy to moto that answers the PutSnapshotBlock
                                after the first FAIL_AFTER with a 400; prints its
                                port, serves until killed
+  throttle ENDPOINT LOG        a proxy that answers every third request with a
+                               503 and every seventh with a 400 ThrottlingException
+                               (each logged as a line to LOG), forwards the rest
 
 Keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. moto rebuilds each
 request to check its signature and hashes a GET's body wrongly unless the
@@ -164,10 +167,10 @@ def recording(endpoint):
     print(json.dumps(out))
 
 
-def proxy(endpoint, fail_after):
+def proxy(endpoint, fail_after, throttle_log=None):
     upstream = urllib.parse.urlparse(endpoint)
     lock = threading.Lock()
-    seen = {"blocks": 0}
+    seen = {"blocks": 0, "requests": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -175,9 +178,28 @@ def proxy(endpoint, fail_after):
         def log_message(self, *_):
             pass
 
+        def refuse(self, status, code):
+            answer = json.dumps({"__type": code, "message": "forced by the test"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("x-amzn-ErrorType", code)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            with lock, open(throttle_log, "a") as log:
+                log.write(f"{status} {self.command} {self.path}\n")
+
         def forward(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if throttle_log is not None:
+                with lock:
+                    seen["requests"] += 1
+                    count = seen["requests"]
+                if count % 3 == 0:
+                    return self.refuse(503, "ServiceUnavailable")
+                if count % 7 == 0:
+                    return self.refuse(400, "ThrottlingException")
             if self.command == "PUT" and "/blocks/" in self.path:
                 with lock:
                     seen["blocks"] += 1
@@ -227,5 +249,7 @@ if __name__ == "__main__":
         recording(endpoint)
     elif command == "proxy":
         proxy(endpoint, int(rest[0]))
+    elif command == "throttle":
+        proxy(endpoint, 1 << 62, rest[0])
     else:
         sys.exit(f"unknown command {command}")
