@@ -36,6 +36,7 @@ pub mod overlay_marks;
 pub mod pipeline;
 pub mod plan;
 pub mod post_processors;
+pub mod provenance;
 pub mod provisioners;
 pub mod record;
 pub mod redact;

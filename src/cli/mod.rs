@@ -338,6 +338,12 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Print the provenance of a stored image (in-toto Statement, SLSA v1)
+    Provenance {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -562,6 +568,7 @@ fn run(command: Command) -> Exit {
             format,
             output,
         } => sbom::run(&reference, format.into(), output.as_deref()),
+        Command::Provenance { reference } => sbom::provenance(&reference),
         Command::Publish(PublishCommand::Ami(args)) => publish::ami(&args),
     }
 }

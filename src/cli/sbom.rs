@@ -1,6 +1,7 @@
 //! `kiln sbom REF [--format cyclonedx|spdx] [-o FILE]`: the software bill
 //! of materials of a stored image, as the store keeps it (or made from its
-//! layers for an image stored without one).
+//! layers for an image stored without one); `kiln provenance REF`: the
+//! provenance its last build recorded.
 
 use std::path::Path;
 
@@ -57,6 +58,47 @@ pub fn run(reference: &str, format: SbomFormat, output: Option<&Path>) -> Exit {
         Ok(()) => Exit::Success,
         Err(error) => {
             eprintln!("error: failed to write the SBOM: {error}");
+            Exit::Failure
+        }
+    }
+}
+
+/// `kiln provenance REF`.
+pub fn provenance(reference: &str) -> Exit {
+    let reference: StoreRef = match reference.parse() {
+        Ok(reference) => reference,
+        Err(reason) => {
+            eprintln!("error: invalid image reference `{reference}`: {reason}");
+            return Exit::Usage;
+        }
+    };
+    let found =
+        Store::open_to_read(&kiln::kiln_home().join("store"), &reference).and_then(|store| {
+            let entry = store.resolve(&reference)?;
+            kiln::provenance::provenance_of(&store, &entry.manifest.digest)
+        });
+    match found {
+        Ok(Some(bytes)) => {
+            use std::io::Write;
+            match std::io::stdout().lock().write_all(&bytes) {
+                Ok(()) => Exit::Success,
+                Err(error) => {
+                    eprintln!("error: failed to write the provenance: {error}");
+                    Exit::Failure
+                }
+            }
+        }
+        Ok(None) => {
+            eprintln!(
+                "error: {reference} has no provenance here: it was pulled, or built by a kiln that did not record it"
+            );
+            Exit::Failure
+        }
+        Err(error) => {
+            eprintln!(
+                "error: failed to read the provenance of {reference}: {}",
+                error_chain(&error)
+            );
             Exit::Failure
         }
     }

@@ -254,6 +254,8 @@ pub struct BuildContext<'a> {
     pub cache: Cache,
     work: WorkDir,
     started: Instant,
+    /// When it started, in seconds since the epoch, for its provenance.
+    started_at: u64,
 }
 
 impl<'a> BuildContext<'a> {
@@ -274,6 +276,7 @@ impl<'a> BuildContext<'a> {
             cache,
             work,
             started: Instant::now(),
+            started_at: unix_now(),
         })
     }
 
@@ -348,6 +351,17 @@ impl BuildContext<'_> {
         tests.extend(self.run_vm_tests(&prepared)?);
         self.check_cancelled()?;
         let unchanged = self.store_image(&prepared, image.trees())?;
+        crate::provenance::store_provenance(
+            &self.store,
+            &crate::provenance::Run {
+                plan: self.plan,
+                digest: &prepared.digest,
+                stages: &stages,
+                started: self.started_at,
+                finished: unix_now(),
+            },
+        )
+        .map_err(BuildError::store)?;
         let mut built = Built {
             reference: self.plan.reference.clone(),
             digest: prepared.digest,
@@ -419,4 +433,10 @@ impl BuildContext<'_> {
         });
         Ok(unchanged)
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }

@@ -105,6 +105,14 @@ fn cache_entries(host: &str, repository: &str) -> Vec<(String, serde_json::Value
     entries
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// The stage lines of a build's progress: `[N] cached…` or `[N] done…`.
 fn stage_lines(stderr: &str) -> Vec<&str> {
     stderr
@@ -235,6 +243,32 @@ fn a_fresh_home_builds_every_stage_from_the_registry_and_refuses_poisoned_entrie
         "{stderr}"
     );
     assert_eq!(digest_b, digest);
+    // Its provenance says which stages came from where, and what they read.
+    let provenance = runner_b.kiln(["provenance", "fleet:1.0.0"]);
+    provenance.expect_code(0);
+    let statement: serde_json::Value = serde_json::from_str(&provenance.stdout).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    let dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let shared: Vec<&serde_json::Value> = dependencies
+        .iter()
+        .filter(|dependency| dependency["uri"] == format!("oci://{cache}").as_str())
+        .collect();
+    assert_eq!(shared.len(), 4, "{statement:#}");
+    let motd = dependencies
+        .iter()
+        .find(|dependency| dependency["uri"] == "file:motd")
+        .expect("the file stage's input");
+    assert_eq!(
+        motd["digest"]["sha256"],
+        sha256_hex(b"welcome to the fleet\n").as_str()
+    );
     runner_b.assert_no_leftovers();
 
     // The last stage's tag retagged to the entry of the stage below it: its
@@ -318,6 +352,14 @@ fn a_stage_that_uses_a_secret_is_not_shared_unless_it_says_so() {
     assert_eq!(
         cache_entries(&registry.host(), "golden/kiln-cache").len(),
         2
+    );
+    let provenance = env.kiln(["provenance", "secretive:1"]);
+    provenance.expect_code(0);
+    assert!(!provenance.stdout.contains(secret), "{}", provenance.stdout);
+    let statement: serde_json::Value = serde_json::from_str(&provenance.stdout).unwrap();
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["externalParameters"]["variables"]["token"],
+        "<sensitive>"
     );
     assert!(!built.stderr.contains(secret));
 
