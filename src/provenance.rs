@@ -109,16 +109,14 @@ pub fn statement(run: &Run<'_>) -> Value {
             // holds, which covers its whole tree.
             let path = plan.template_dir().join(file);
             let dependency = match std::fs::metadata(&path) {
-                Ok(metadata) if metadata.is_file() => {
-                    match crate::hashing::digest_file(&path) {
-                        Ok((content, _)) => json!({
-                            "uri": format!("file:{file}"),
-                            "digest": sha256(&content),
-                            "annotations": { "stage": stage.number },
-                        }),
-                        Err(_) => continue,
-                    }
-                }
+                Ok(metadata) if metadata.is_file() => match crate::hashing::digest_file(&path) {
+                    Ok((content, _)) => json!({
+                        "uri": format!("file:{file}"),
+                        "digest": sha256(&content),
+                        "annotations": { "stage": stage.number },
+                    }),
+                    Err(_) => continue,
+                },
                 _ => json!({
                     "uri": format!("file:{file}"),
                     "digest": sha256(key_digest),
