@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::util::{TestEnv, busybox_template, repo_root};
+use crate::util::{Outcome, TestEnv, busybox_template, repo_root};
 
 const BLOCK: u64 = 512 * 1024;
 
@@ -261,6 +261,44 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// `kiln publish ami vm:1.1 --name NAME` in eu-west-1 through a
+/// moto_helper.py proxy started with `proxy_args`.
+fn publish_through_proxy(
+    env: &TestEnv,
+    aws: &[(String, String)],
+    proxy_args: &[&str],
+    name: &str,
+) -> Outcome {
+    let mut proxy = Command::new(venv_python())
+        .arg(repo_root().join("tests/kiln/moto_helper.py"))
+        .args(proxy_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(proxy.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let published = env.kiln_with_env(
+        [
+            "publish",
+            "ami",
+            "vm:1.1",
+            "--region",
+            "eu-west-1",
+            "--name",
+            name,
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", port.trim()),
+        ],
+        &env_refs(aws),
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    published
+}
+
 fn snapshot_ids(state: &Value, region: &str) -> Vec<String> {
     state[region]["snapshots"]
         .as_array()
@@ -482,33 +520,7 @@ fn amis_through_the_ebs_direct_api_in_two_regions_once_and_nothing_left_on_failu
 
     // A failure forced mid-upload (a proxy refuses the fourth block):
     // the snapshot it started is deleted, no image is left.
-    let mut proxy = Command::new(venv_python())
-        .arg(repo_root().join("tests/kiln/moto_helper.py"))
-        .args(["proxy", &moto.endpoint, "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(proxy.stdout.as_mut().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let failed = env.kiln_with_env(
-        [
-            "publish",
-            "ami",
-            "vm:1.1",
-            "--region",
-            "eu-west-1",
-            "--name",
-            "vm-broken",
-            "--endpoint",
-            &format!("http://127.0.0.1:{}", port.trim()),
-        ],
-        &env_refs(&aws),
-    );
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    let failed = publish_through_proxy(&env, &aws, &["proxy", &moto.endpoint, "3"], "vm-broken");
     failed.expect_code(1);
     assert!(
         failed.stderr.contains("PutSnapshotBlock") && failed.stderr.contains("forced by the test"),
@@ -528,33 +540,12 @@ fn amis_through_the_ebs_direct_api_in_two_regions_once_and_nothing_left_on_failu
     // with a 503, every seventh with a 400 ThrottlingException) are tried
     // again: the AMI is made, whole.
     let throttled = env.path("throttled.log");
-    let mut proxy = Command::new(venv_python())
-        .arg(repo_root().join("tests/kiln/moto_helper.py"))
-        .args(["throttle", &moto.endpoint, throttled.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(proxy.stdout.as_mut().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let retried = env.kiln_with_env(
-        [
-            "publish",
-            "ami",
-            "vm:1.1",
-            "--region",
-            "eu-west-1",
-            "--name",
-            "vm-throttled",
-            "--endpoint",
-            &format!("http://127.0.0.1:{}", port.trim()),
-        ],
-        &env_refs(&aws),
+    let retried = publish_through_proxy(
+        &env,
+        &aws,
+        &["throttle", &moto.endpoint, throttled.to_str().unwrap()],
+        "vm-throttled",
     );
-    let _ = proxy.kill();
-    let _ = proxy.wait();
     retried.expect_code(0);
     let refusals = std::fs::read_to_string(&throttled).unwrap_or_default();
     assert!(
