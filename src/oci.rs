@@ -155,6 +155,13 @@ pub fn rfc3339(epoch_seconds: u64) -> String {
     )
 }
 
+/// Now, in seconds since the epoch (0 on a clock set before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 /// Seconds since the epoch of an RFC 3339 UTC time as [`rfc3339`] writes
 /// it (`YYYY-MM-DDTHH:MM:SSZ`, fractions ignored).
 pub fn parse_rfc3339(text: &str) -> Option<u64> {

@@ -314,9 +314,7 @@ pub async fn prune_remote(
     repository: &str,
     policy: RemotePrune,
 ) -> Result<RemotePruned, crate::remote::RemoteError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let now = oci::unix_now();
     let mut pruned = RemotePruned::default();
     for tag in registry.tags(repository).await? {
         if !tag.starts_with(TAG_PREFIX) {

@@ -42,6 +42,8 @@ pub struct ImageBuilder {
 
 /// The image's documents, in memory, and its digest.
 pub struct PreparedImage {
+    /// The merged file index of its layers, and its bytes as stored.
+    pub index: file_index::FileIndex,
     pub file_index: Vec<u8>,
     pub config: Vec<u8>,
     /// Its config's `config`: what the image's commands run with.
@@ -105,8 +107,8 @@ impl ImageBuilder {
         created: &str,
         redactor: &Redactor,
     ) -> Result<PreparedImage, IndexError> {
-        let file_index =
-            file_index::index_of_layers(store, &self.layers, &self.diff_ids)?.to_bytes();
+        let index = file_index::index_of_layers(store, &self.layers, &self.diff_ids)?;
+        let file_index = index.to_bytes();
         let redact = |text: &str| redactor.redact(text).into_owned();
         let config = ImageConfig {
             created: Some(created.to_owned()),
@@ -182,6 +184,7 @@ impl ImageBuilder {
         };
         let manifest_bytes = oci::to_canonical_json(&manifest);
         Ok(PreparedImage {
+            index,
             file_index,
             config,
             container_config,

@@ -276,7 +276,7 @@ impl<'a> BuildContext<'a> {
             cache,
             work,
             started: Instant::now(),
-            started_at: unix_now(),
+            started_at: crate::oci::unix_now(),
         })
     }
 
@@ -358,7 +358,7 @@ impl BuildContext<'_> {
                 digest: &prepared.digest,
                 stages: &stages,
                 started: self.started_at,
-                finished: unix_now(),
+                finished: crate::oci::unix_now(),
             },
         )
         .map_err(BuildError::store)?;
@@ -406,9 +406,7 @@ impl BuildContext<'_> {
         // Before the tag: a stored version always has its SBOM. Its
         // package databases are read from the stage trees, checked
         // against the file index (the layers when they cannot be).
-        let inventory = serde_json::from_slice::<crate::file_index::FileIndex>(&image.file_index)
-            .ok()
-            .and_then(|index| crate::sbom::inventory::from_trees(&index, trees));
+        let inventory = crate::sbom::inventory::from_trees(&image.index, trees);
         crate::sbom::store_sboms(
             store,
             &image.manifest,
@@ -433,10 +431,4 @@ impl BuildContext<'_> {
         });
         Ok(unchanged)
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }

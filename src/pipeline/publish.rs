@@ -22,17 +22,12 @@ impl BuildContext<'_> {
                 channel: channel.clone(),
                 failure: Box::new(failure),
             };
-            let current = self
-                .store
-                .channels_of(&image.name)
-                .map_err(|error| failed(error.into()))?
-                .remove(channel);
-            let held_before = self
+            let history = self
                 .store
                 .channel_history(&image.name, channel)
-                .map_err(|error| failed(error.into()))?
-                .iter()
-                .any(|before| before.version == image.version);
+                .map_err(|error| failed(error.into()))?;
+            let current = history.last().map(|last| last.version.clone());
+            let held_before = history.iter().any(|before| before.version == image.version);
             if unchanged && held_before && current.as_ref() != Some(&image.version) {
                 self.report(Event::ChannelKept {
                     build: self.plan.reference.clone(),

@@ -365,7 +365,7 @@ impl BuildContext<'_> {
                     parent.as_ref(),
                     &chain[..=index],
                     self.plan.epoch,
-                    now(),
+                    crate::oci::unix_now(),
                 );
                 self.store
                     .put_bytes(crate::oci::MEDIA_TYPE_CONFIG, &documents.config)?;
@@ -418,10 +418,4 @@ impl BuildContext<'_> {
             Err(error) => failed(&error),
         }
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }

@@ -44,12 +44,6 @@ pub enum ChannelError {
     },
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
 impl Store {
     fn channels_path(&self, name: &ImageName) -> PathBuf {
         self.private_image_file("channels", name)
@@ -92,7 +86,7 @@ impl Store {
         let moved = Move {
             version: version.clone(),
             digest: entry.manifest.digest,
-            time: now(),
+            time: crate::oci::unix_now(),
             action: action.to_owned(),
         };
         history.push(moved.clone());
@@ -201,7 +195,7 @@ fn rollback_of(history: &[Move]) -> Option<Move> {
     Some(Move {
         version: below.version.clone(),
         digest: below.digest.clone(),
-        time: now(),
+        time: crate::oci::unix_now(),
         action: "rollback".to_owned(),
     })
 }
