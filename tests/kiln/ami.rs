@@ -261,8 +261,31 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// `kiln publish ami vm:1.1 --name NAME` in eu-west-1 through a
-/// moto_helper.py proxy started with `proxy_args`.
+/// `kiln publish ami vm:1.1 --name NAME` in eu-west-1 at `endpoint`.
+fn publish_vm_ami(
+    env: &TestEnv,
+    aws: &[(String, String)],
+    name: &str,
+    endpoint: &str,
+    extra: &[&str],
+) -> Outcome {
+    let mut args = vec![
+        "publish",
+        "ami",
+        "vm:1.1",
+        "--region",
+        "eu-west-1",
+        "--name",
+        name,
+        "--endpoint",
+        endpoint,
+    ];
+    args.extend_from_slice(extra);
+    env.kiln_with_env(args, &env_refs(aws))
+}
+
+/// [`publish_vm_ami`] through a moto_helper.py proxy started with
+/// `proxy_args`.
 fn publish_through_proxy(
     env: &TestEnv,
     aws: &[(String, String)],
@@ -280,19 +303,12 @@ fn publish_through_proxy(
     BufReader::new(proxy.stdout.as_mut().unwrap())
         .read_line(&mut port)
         .unwrap();
-    let published = env.kiln_with_env(
-        [
-            "publish",
-            "ami",
-            "vm:1.1",
-            "--region",
-            "eu-west-1",
-            "--name",
-            name,
-            "--endpoint",
-            &format!("http://127.0.0.1:{}", port.trim()),
-        ],
-        &env_refs(aws),
+    let published = publish_vm_ami(
+        env,
+        aws,
+        name,
+        &format!("http://127.0.0.1:{}", port.trim()),
+        &[],
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
@@ -455,21 +471,12 @@ fn amis_through_the_ebs_direct_api_in_two_regions_once_and_nothing_left_on_failu
     assert_eq!(moto.state(&regions), state, "a refused AMI made nothing");
 
     // `kiln publish ami` of a stored image, one region.
-    let published = env.kiln_with_env(
-        [
-            "publish",
-            "ami",
-            "vm:1.1",
-            "--region",
-            "eu-west-1",
-            "--name",
-            "vm-cli-1.1",
-            "--endpoint",
-            &moto.endpoint,
-            "--boot",
-            "uefi",
-        ],
-        &env_refs(&aws),
+    let published = publish_vm_ami(
+        &env,
+        &aws,
+        "vm-cli-1.1",
+        &moto.endpoint,
+        &["--boot", "uefi"],
     );
     published.expect_code(0);
     let state = moto.state(&regions);
