@@ -45,6 +45,7 @@ pub mod remote;
 pub mod report;
 pub mod sandbox;
 pub mod sbom;
+pub mod signing;
 pub mod sources;
 pub mod stage;
 pub mod store;
