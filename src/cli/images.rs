@@ -21,6 +21,9 @@ fn run_remote(name: &str, options: &kiln::remote::RemoteOptions) -> Exit {
         kiln::remote::block_on(async {
             let mut rows = Vec::new();
             for tag in registry.tags(remote.repository.as_str()).await? {
+                if kiln::signing::cosign::is_attachment_tag(&tag) {
+                    continue;
+                }
                 let digest = registry
                     .tag_digest(remote.repository.as_str(), &tag)
                     .await?;

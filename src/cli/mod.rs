@@ -19,6 +19,7 @@ mod pull;
 mod push;
 mod reporters;
 mod sbom;
+mod sign;
 mod validate;
 mod verify;
 
@@ -267,6 +268,10 @@ pub enum Command {
         /// Store it under this NAME:VERSION
         #[arg(long = "as", value_name = "NAME:VERSION")]
         store_as: Option<String>,
+        /// Refuse it unless the registry holds its signature by this
+        /// public key, and every attestation verifies
+        #[arg(long, value_name = "PUB")]
+        key: Option<PathBuf>,
         /// One JSON event per line on stdout
         #[arg(long)]
         json: bool,
@@ -312,9 +317,15 @@ pub enum Command {
         /// Paths of the root not to compare (a shell glob; `**` spans folders)
         #[arg(long, value_name = "GLOB", requires = "root")]
         ignore: Vec<String>,
+        /// Check the image's signature and attestations with this public
+        /// key instead (REF may then be a registry ref)
+        #[arg(long, value_name = "PUB", conflicts_with = "root")]
+        key: Option<PathBuf>,
         /// Print one JSON document on stdout
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote_args: RemoteArgs,
     },
     /// Show what changed from image A to image B (A's parent to A without B)
     Diff {
@@ -343,6 +354,21 @@ pub enum Command {
         /// A stored image: NAME:VERSION or NAME@sha256:…
         #[arg(value_name = "REF")]
         reference: String,
+    },
+    /// Make an ECDSA P-256 key pair for signing (KEY, and KEY with .pub)
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM, mode 0600)
+        #[arg(short, long = "output", value_name = "KEY")]
+        output: PathBuf,
+    },
+    /// Sign a stored image and attest its provenance and SBOMs
+    Sign {
+        /// A stored image: NAME:VERSION or NAME@sha256:…
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The private key (PKCS#8 PEM, as `kiln keygen` writes it)
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
     },
     /// Print a shell completion script
     Completions {
@@ -535,11 +561,13 @@ fn run(command: Command) -> Exit {
         Command::Pull {
             reference,
             store_as,
+            key,
             json,
             remote_args,
         } => pull::run(
             &reference,
             store_as.as_deref(),
+            key.as_deref(),
             &remote_args.options(),
             json,
         ),
@@ -558,10 +586,21 @@ fn run(command: Command) -> Exit {
         Command::Cache(command) => cache::run(command),
         Command::Verify {
             reference,
+            key: Some(key),
+            json,
+            remote_args,
+            ..
+        } => verify::signature(&reference, &key, &remote_args.options(), json),
+        Command::Verify {
+            reference,
             root,
             ignore,
             json,
+            key: None,
+            ..
         } => verify::run(&reference, root.as_deref(), &ignore, json),
+        Command::Keygen { output } => sign::keygen(&output),
+        Command::Sign { reference, key } => sign::sign(&reference, &key),
         Command::Diff { a, b, json } => diff::run(&a, b.as_deref(), json),
         Command::Sbom {
             reference,

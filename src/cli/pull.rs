@@ -8,7 +8,13 @@ use kiln::store::{Store, Tagged};
 
 use super::{Exit, diagnostics::error_chain};
 
-pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions, json: bool) -> Exit {
+pub fn run(
+    reference: &str,
+    store_as: Option<&str>,
+    key: Option<&std::path::Path>,
+    options: &RemoteOptions,
+    json: bool,
+) -> Exit {
     let reporter = super::reporters::choose(json);
     let started = std::time::Instant::now();
     let remote: RemoteRef = match reference.parse() {
@@ -42,19 +48,49 @@ pub fn run(reference: &str, store_as: Option<&str>, options: &RemoteOptions, jso
             }
         },
     };
-    let result = Store::open(&options.home.join("store"))
-        .map_err(kiln::remote::RemoteError::from)
-        .and_then(|store| {
-            let registry = Registry::new(&remote.host, options)?;
-            block_on(kiln::remote::pull::pull(
-                &store,
-                &registry,
-                &remote,
-                &name,
-                &version,
-                reporter.as_ref(),
-            ))
-        });
+    let key = match key.map(kiln::signing::PublicKey::read).transpose() {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            return Exit::Usage;
+        }
+    };
+    let result = (|| {
+        let registry = Registry::new(&remote.host, options)?;
+        // Checked before the store is touched: a refused image leaves
+        // nothing behind. Then pulled by the digest that was checked.
+        let verified = key
+            .as_ref()
+            .map(|key| {
+                block_on(kiln::remote::signatures::verify_remote(
+                    &registry, &remote, key,
+                ))
+            })
+            .transpose()?;
+        let mut pinned = remote.clone();
+        if let Some(verified) = &verified {
+            pinned.target = Some(StoreTarget::Digest(verified.digest.clone()));
+        }
+        let store = Store::open(&options.home.join("store"))?;
+        let pulled = block_on(kiln::remote::pull::pull(
+            &store,
+            &registry,
+            &pinned,
+            &name,
+            &version,
+            reporter.as_ref(),
+        ))?;
+        if let Some(verified) = verified {
+            kiln::signing::keep(&store, &verified.digest, &verified.signatures)?;
+            if !json {
+                eprintln!(
+                    "{remote}: signature verified ({} attestations)",
+                    verified.verified.attestations.len()
+                );
+            }
+        }
+        Ok::<_, kiln::remote::RemoteError>(pulled)
+    })();
     match result {
         Ok(pulled) => {
             reporter.report(kiln::report::Event::ImageStored {

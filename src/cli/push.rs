@@ -47,6 +47,13 @@ pub fn run(reference: &str, remote: &str, options: &RemoteOptions, json: bool) -
             target,
             reporter.as_ref(),
         ))?;
+        block_on(kiln::remote::signatures::push_attachments(
+            &store,
+            &options.home,
+            &registry,
+            remote.repository.as_str(),
+            &entry,
+        ))?;
         Ok(report)
     })();
     match result {

@@ -207,3 +207,87 @@ fn tree(store: &Store, reference: &StoreRef, root: &Path, ignore: Vec<Glob>, jso
         Exit::Success
     }
 }
+
+/// `kiln verify REF --key PUB`: the signature and attestations of a stored
+/// image, or of an image on a registry (nothing is pulled).
+pub fn signature(
+    reference: &str,
+    key_path: &Path,
+    options: &kiln::remote::RemoteOptions,
+    json: bool,
+) -> Exit {
+    use kiln::reference::RemoteRef;
+    let key = match kiln::signing::PublicKey::read(key_path) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            return Exit::Usage;
+        }
+    };
+    let checked: Result<(kiln::reference::Digest, kiln::signing::Verified), String> =
+        if RemoteRef::looks_remote(reference) {
+            let remote: RemoteRef = match reference.parse() {
+                Ok(remote) => remote,
+                Err(reason) => {
+                    eprintln!("error: invalid remote reference `{reference}`: {reason}");
+                    return Exit::Usage;
+                }
+            };
+            kiln::remote::Registry::new(&remote.host, options)
+                .map_err(|error| error_chain(&error))
+                .and_then(|registry| {
+                    kiln::remote::block_on(kiln::remote::signatures::verify_remote(
+                        &registry, &remote, &key,
+                    ))
+                    .map(|remote| (remote.digest, remote.verified))
+                    .map_err(|error| error_chain(&error))
+                })
+        } else {
+            let local: StoreRef = match reference.parse() {
+                Ok(local) => local,
+                Err(reason) => {
+                    eprintln!("error: invalid image reference `{reference}`: {reason}");
+                    return Exit::Usage;
+                }
+            };
+            Store::open_to_read(&kiln::kiln_home().join("store"), &local)
+                .map_err(kiln::signing::SigningError::from)
+                .and_then(|store| {
+                    let entry = store.resolve(&local)?;
+                    let verified =
+                        kiln::signing::verify_stored(&store, &entry.manifest.digest, &key)?;
+                    Ok((entry.manifest.digest, verified))
+                })
+                .map_err(|error| error_chain(&error))
+        };
+    match checked {
+        Ok((digest, verified)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "image": reference,
+                        "digest": digest,
+                        "signed": true,
+                        "keyid": key.keyid(),
+                        "attestations": verified.attestations,
+                    })
+                );
+            } else {
+                for predicate_type in &verified.attestations {
+                    println!("ok       attestation {predicate_type}");
+                }
+                println!(
+                    "{reference}: {digest} is signed by key {} ({} attestations verified)",
+                    &key.keyid()[..16],
+                    verified.attestations.len()
+                );
+            }
+            Exit::Success
+        }
+        Err(reason) => {
+            eprintln!("error: failed to verify {reference}: {reason}");
+            Exit::Failure
+        }
+    }
+}

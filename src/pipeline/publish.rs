@@ -102,6 +102,16 @@ impl BuildContext<'_> {
                 .map_err(failed)?;
                 pushed.push(format!("{remote}:{tag}"));
             }
+            self.check_cancelled()?;
+            let attached = block_on(crate::remote::signatures::push_attachments(
+                &self.store,
+                &self.options.home,
+                &registry,
+                repository,
+                &entry,
+            ))
+            .map_err(failed)?;
+            pushed.extend(attached.iter().map(|tag| format!("{remote}:{tag}")));
         }
         Ok(pushed)
     }

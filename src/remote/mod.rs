@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod pull;
 pub mod push;
+pub mod signatures;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,6 +36,8 @@ const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    #[error(transparent)]
+    Signing(Box<crate::signing::SigningError>),
     #[error("failed to reach {host}")]
     Connect {
         host: String,
@@ -120,6 +123,12 @@ pub enum RemoteError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
+}
+
+impl From<crate::signing::SigningError> for RemoteError {
+    fn from(error: crate::signing::SigningError) -> Self {
+        RemoteError::Signing(Box::new(error))
+    }
 }
 
 impl RemoteError {
@@ -710,6 +719,49 @@ impl Registry {
                 source: Box::new(source),
             })?;
         Ok(())
+    }
+
+    /// A small blob (a signature, an attestation) in memory, verified
+    /// against its descriptor; one over `limit` bytes is refused unread.
+    pub async fn get_document(
+        &self,
+        repository: &str,
+        descriptor: &oci::Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        if descriptor.size > limit {
+            return Err(RemoteError::RefusedBlob {
+                host: self.host.clone(),
+                digest: descriptor.digest.clone(),
+                source: Box::new(StoreError::TooLarge {
+                    digest: descriptor.digest.clone(),
+                    size: limit,
+                }),
+            });
+        }
+        let url = self.url(&format!("/v2/{repository}/blobs/{}", descriptor.digest));
+        let response = self
+            .send(repository, "pull", &|client| client.get(&url))
+            .await?;
+        if !response.status().is_success() {
+            return Err(self
+                .status_error(&format!("fetching blob {}", descriptor.digest), response)
+                .await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(connect_error(self.host.clone()))?;
+        let actual = Digest::of(&bytes);
+        if actual != descriptor.digest || bytes.len() as u64 != descriptor.size {
+            return Err(RemoteError::DigestMismatch {
+                host: self.host.clone(),
+                what: format!("blob {}", descriptor.digest),
+                expected: descriptor.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes.to_vec())
     }
 
     /// Every tag of `repository`, page by page (following `Link` headers);

@@ -37,6 +37,17 @@ pub fn tag(image: &Digest, suffix: &str) -> String {
     format!("sha256-{}.{suffix}", image.hex())
 }
 
+/// Whether `tag` is one of cosign's tags beside an image, not a version.
+pub fn is_attachment_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(hex, suffix)| {
+            hex.len() == 64
+                && hex.bytes().all(|byte| byte.is_ascii_hexdigit())
+                && matches!(suffix, "sig" | "att" | "sbom")
+        })
+}
+
 /// What cosign signs: the image's digest and the name it was signed as.
 pub fn simple_signing_payload(identity: &str, image: &Digest) -> Vec<u8> {
     serde_json::to_vec(&json!({

@@ -20,5 +20,6 @@ mod post;
 mod prove;
 mod registry;
 mod sbom;
+mod signing;
 mod templates;
 mod util;
