@@ -48,7 +48,8 @@ pub fn sign(reference: &str, key_path: &Path) -> Exit {
         .and_then(|store| {
             let _lock = store.lock()?;
             let entry = store.resolve(&reference)?;
-            let signatures = sign_stored(&store, &entry, &key)?;
+            let provenance = kiln::provenance::provenance_of(&store, &entry.manifest.digest)?;
+            let signatures = sign_stored(&store, &entry, &key, provenance)?;
             Ok((entry, signatures))
         });
     match signed {

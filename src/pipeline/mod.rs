@@ -183,6 +183,8 @@ pub enum BuildError {
         #[source]
         failure: Box<RemoteError>,
     },
+    #[error("failed to sign the image")]
+    Sign(#[source] Box<crate::signing::SigningError>),
     #[error("failed to publish AMI {name}")]
     Ami {
         name: String,
@@ -339,6 +341,14 @@ impl BuildContext<'_> {
             stages: self.plan.stages.len(),
             tests: self.plan.tests.len(),
         });
+        // Read before anything runs: a build that cannot sign fails now.
+        let signing_key = self
+            .plan
+            .sign
+            .as_deref()
+            .map(crate::signing::SigningKey::read)
+            .transpose()
+            .map_err(|error| BuildError::Sign(Box::new(error)))?;
         let (image, stages) = self.run_stages()?;
         let prepared = image.prepare(
             &self.store,
@@ -362,6 +372,9 @@ impl BuildContext<'_> {
             },
         )
         .map_err(BuildError::store)?;
+        if let Some(key) = &signing_key {
+            self.sign_image(key)?;
+        }
         let mut built = Built {
             reference: self.plan.reference.clone(),
             digest: prepared.digest,
@@ -383,6 +396,24 @@ impl BuildContext<'_> {
         self.check_cancelled()?;
         built.amis = self.publish_amis(&built)?;
         Ok(built)
+    }
+
+    /// Signs the version just stored and attests its provenance and SBOMs
+    /// (`[publish] sign`), before anything is pushed.
+    fn sign_image(&self, key: &crate::signing::SigningKey) -> Result<(), BuildError> {
+        let spec = &self.plan.template.image;
+        let entry = self
+            .store
+            .resolve(&crate::reference::StoreRef {
+                name: spec.name.clone(),
+                target: crate::reference::StoreTarget::Version(spec.version.clone()),
+            })
+            .map_err(BuildError::store)?;
+        let provenance = crate::provenance::provenance_of(&self.store, &entry.manifest.digest)
+            .map_err(BuildError::store)?;
+        crate::signing::sign_stored(&self.store, &entry, key, provenance)
+            .map_err(|error| BuildError::Sign(Box::new(error)))?;
+        Ok(())
     }
 
     /// Stores the tested image's documents and tags its version; says

@@ -51,6 +51,8 @@ pub struct BuildPlan {
     pub artifacts: Vec<PlannedArtifact>,
     pub channels: Vec<ChannelName>,
     pub remotes: Vec<RemoteRef>,
+    /// `[publish] sign`'s private key, unless `--no-publish`.
+    pub sign: Option<PathBuf>,
     /// `[[publish.ami]]`, unless `--no-publish`.
     pub amis: Vec<crate::aws::ami::settings::AmiSettings>,
     /// The template's variables as `KILN_VAR_NAME`, which the commands of
@@ -281,7 +283,14 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
+    let sign = template
+        .publish
+        .sign
+        .as_ref()
+        .filter(|_| options.publish)
+        .map(|sign| sign.key.clone());
     Ok(BuildPlan {
+        sign,
         reference: format!("{}:{}", image.name, image.version),
         epoch,
         base,

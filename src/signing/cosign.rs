@@ -27,6 +27,7 @@ pub const ANNOTATION_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 pub const ANNOTATION_PREDICATE_TYPE: &str = "predicateType";
 /// cosign 3's predicate for a plain image signature.
 pub const PREDICATE_SIGN: &str = "https://sigstore.dev/cosign/sign/v1";
+pub const PREDICATE_SLSA: &str = "https://slsa.dev/provenance/v1";
 pub const PREDICATE_CYCLONEDX: &str = "https://cyclonedx.org/bom";
 pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
 const SIGNATURE_TYPE: &str = "cosign container image signature";

@@ -59,18 +59,20 @@ fn sbom(store: &Store, entry: &ImageEntry, format: SbomFormat) -> Result<Vec<u8>
     })
 }
 
-/// Signs a stored image with `key` and attests its provenance (when the
-/// store has it) and SBOMs; keeps the result in the store.
+/// Signs a stored image with `key` and attests its `provenance` (the
+/// statement the store keeps, when it has one) and SBOMs; keeps the result
+/// in the store.
 pub fn sign_stored(
     store: &Store,
     entry: &ImageEntry,
     key: &SigningKey,
+    provenance: Option<Vec<u8>>,
 ) -> Result<Signatures, SigningError> {
     let image = &entry.manifest.digest;
     let identity = entry.name.to_string();
     let mut statements = Vec::new();
-    if let Some(provenance) = crate::provenance::provenance_of(store, image)? {
-        statements.push((crate::provenance::PREDICATE_TYPE.to_owned(), provenance));
+    if let Some(provenance) = provenance {
+        statements.push((cosign::PREDICATE_SLSA.to_owned(), provenance));
     }
     for (format, predicate_type) in [
         (SbomFormat::Cyclonedx, cosign::PREDICATE_CYCLONEDX),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::check::Checker;
+use super::check::{Checker, HostPath, optional};
 use super::error::DiagnosticKind;
 use super::keypath::KeyPath;
 use crate::aws::ami::settings::{self as ami, AmiSettings};
@@ -19,6 +19,21 @@ pub(crate) struct RawPublish {
     /// Checked one by one, with their own key paths.
     #[serde(default)]
     ami: Vec<serde::de::IgnoredAny>,
+    sign: Option<RawSign>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSign {
+    key: String,
+}
+
+/// `[publish] sign = { key = "…" }`: sign every image built, with its
+/// attestations, before it is pushed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignSettings {
+    /// The private key (PKCS#8 PEM), relative to the template.
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +43,7 @@ pub struct Publish {
     pub remote: Vec<RemoteRef>,
     /// `[[publish.ami]]`: AMIs of the bootable raw disk.
     pub ami: Vec<AmiSettings>,
+    pub sign: Option<SignSettings>,
 }
 
 pub(crate) fn check(cx: &mut Checker<'_>) -> Option<Publish> {
@@ -68,7 +84,12 @@ pub(crate) fn check(cx: &mut Checker<'_>) -> Option<Publish> {
     let amis: Vec<Option<AmiSettings>> = (0..raw.ami.len())
         .map(|index| ami::check(cx, &at.key("ami").index(index)))
         .collect();
+    let sign = optional(raw.sign.as_ref(), |sign| {
+        cx.host_path(&at.key("sign").key("key"), &sign.key, HostPath::File)
+            .map(|key| SignSettings { key })
+    });
     Some(Publish {
+        sign: sign?,
         channels: channels.into_iter().collect::<Option<_>>()?,
         remote: remote.into_iter().collect::<Option<_>>()?,
         ami: amis.into_iter().collect::<Option<_>>()?,

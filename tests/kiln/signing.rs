@@ -195,6 +195,38 @@ fn signed_images_verify_locally_on_the_registry_and_before_a_pull() {
     env.kiln(["verify", &format!("{remote}:1.0"), "--key", other])
         .expect_code(1);
 
+    // `[publish] sign`: every build signed before it is pushed; a key that
+    // is not there is a template error.
+    let signed_remote = format!("{}/team/signed", registry.host());
+    let publish = format!(
+        "\n[publish]\nremote = [\"{signed_remote}\"]\nsign = {{ key = \"keys/release.pem\" }}\n"
+    );
+    let template = env.write(
+        "signed.toml",
+        &format!("{}{publish}", busybox_template("signed", "2.0")),
+    );
+    env.kiln(["build", template.to_str().unwrap()])
+        .expect_code(0);
+    env.kiln(["verify", "signed:2.0", "--key", public])
+        .expect_code(0);
+    env.kiln(["verify", &format!("{signed_remote}:2.0"), "--key", public])
+        .expect_code(0);
+    let missing = env.write(
+        "missing-key.toml",
+        &format!(
+            "{}{}",
+            busybox_template("signed", "2.1"),
+            publish.replace("release.pem", "missing.pem")
+        ),
+    );
+    let invalid = env.kiln(["validate", missing.to_str().unwrap()]);
+    invalid.expect_code(2);
+    assert!(
+        invalid.stderr.contains("publish.sign.key"),
+        "{}",
+        invalid.stderr
+    );
+
     // Pulls: the wrong key and an unsigned image store nothing.
     let fresh = TestEnv::new();
     let refused = fresh.kiln(["pull", &format!("{remote}:1.0"), "--key", other]);
