@@ -450,11 +450,25 @@ impl BuildContext<'_> {
     }
 
     /// Pulls an `image` source's base from its registry, pinned to the
-    /// digest the plan found there, unless it is stored already.
+    /// digest the plan found there, unless it is stored already; keeps the
+    /// signatures the plan checked (`verify_key`).
     fn pull_base(&self) -> Result<(), StageFailure> {
         let Some(base) = &self.plan.base else {
             return Ok(());
         };
+        self.pull_base_image(base)?;
+        if let Some(signatures) = &base.signatures {
+            crate::signing::keep(&self.store, &base.digest, signatures).map_err(|error| {
+                StageFailure::BasePull {
+                    reference: base.reference.to_string(),
+                    source: Box::new(error.into()),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn pull_base_image(&self, base: &crate::plan::Base) -> Result<(), StageFailure> {
         let Some(remote) = &base.pull_from else {
             return Ok(());
         };

@@ -68,6 +68,9 @@ pub struct Base {
     /// A base on a registry that is not stored yet: pinned to `digest`,
     /// the build pulls it from here.
     pub pull_from: Option<RemoteRef>,
+    /// Its signatures, checked on the registry against `verify_key`: the
+    /// build keeps them in the store with the base.
+    pub signatures: Option<crate::signing::Signatures>,
 }
 
 /// What a stage is.
@@ -138,6 +141,12 @@ pub enum PlanError {
         #[source]
         source: Box<crate::remote::RemoteError>,
     },
+    #[error("failed to verify the signature of the base image {reference}")]
+    BaseSignature {
+        reference: String,
+        #[source]
+        source: Box<crate::remote::RemoteError>,
+    },
     #[error(transparent)]
     BaseConflict(Box<BaseConflict>),
     #[error(transparent)]
@@ -190,7 +199,11 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
     let dir = template.path.parent().unwrap_or(Path::new("/")).to_owned();
     let epoch = options.epoch;
     let base = match &template.source {
-        Source::Image(image) => Some(resolve_base(&image.reference, options)?),
+        Source::Image(image) => Some(resolve_base(
+            &image.reference,
+            image.verify_key.as_deref(),
+            options,
+        )?),
         _ => None,
     };
     let (variables, variables_digest) = variables_env(&template);
@@ -309,7 +322,19 @@ pub fn plan(template: Template, options: &PlanOptions<'_>) -> Result<BuildPlan, 
 /// Finds an `image` source's base: in the store, or for a registry ref not
 /// stored yet (or stored under another digest than it pins), on its
 /// registry, by the digest of this platform's manifest.
-fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base, PlanError> {
+fn resolve_base(
+    reference: &ImageRef,
+    verify_key: Option<&Path>,
+    options: &PlanOptions<'_>,
+) -> Result<Base, PlanError> {
+    let base = find_base(reference, options)?;
+    match verify_key {
+        Some(key) => verify_base(reference, base, key, options),
+        None => Ok(base),
+    }
+}
+
+fn find_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base, PlanError> {
     let store = Store::open_existing(&options.home.join("store"));
     let remote = match reference {
         ImageRef::Store(reference) => {
@@ -325,6 +350,7 @@ fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base,
                 reference: reference.clone(),
                 digest: entry.manifest.digest,
                 pull_from: None,
+                signatures: None,
             });
         }
         ImageRef::Remote(remote) => remote,
@@ -344,6 +370,7 @@ fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base,
             reference: stored_as,
             digest: stored.clone(),
             pull_from: None,
+            signatures: None,
         });
     }
     let failed = |source| PlanError::BaseOnRegistry {
@@ -366,6 +393,7 @@ fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base,
             reference: stored_as,
             digest: stored,
             pull_from: None,
+            signatures: None,
         });
     }
     let mut pull_from = remote.clone();
@@ -376,5 +404,46 @@ fn resolve_base(reference: &ImageRef, options: &PlanOptions<'_>) -> Result<Base,
         reference: stored_as,
         digest: resolved.digest,
         pull_from: Some(pull_from),
+        signatures: None,
     })
+}
+
+/// `verify_key`: the base must carry a signature by the key, and every
+/// attestation must verify. A stored base's own signatures are checked;
+/// one stored unsigned, or not stored yet, is checked on its registry
+/// (by the digest found), and the signatures are kept once it is stored.
+fn verify_base(
+    reference: &ImageRef,
+    mut base: Base,
+    key_path: &Path,
+    options: &PlanOptions<'_>,
+) -> Result<Base, PlanError> {
+    let refused = |source: crate::remote::RemoteError| PlanError::BaseSignature {
+        reference: reference.to_string(),
+        source: Box::new(source),
+    };
+    let key = crate::signing::PublicKey::read(key_path).map_err(|error| refused(error.into()))?;
+    let store = Store::open_existing(&options.home.join("store"))
+        .ok()
+        .flatten();
+    let local = match (&store, &base.pull_from) {
+        (Some(store), None) => crate::signing::verify_stored(store, &base.digest, &key),
+        _ => Err(crate::signing::SigningError::Unsigned {
+            image: base.digest.clone(),
+        }),
+    };
+    let remote = match (local, reference) {
+        (Ok(_), _) => return Ok(base),
+        (Err(crate::signing::SigningError::Unsigned { .. }), ImageRef::Remote(remote)) => remote,
+        (Err(error), _) => return Err(refused(error.into())),
+    };
+    let mut pinned = remote.clone();
+    pinned.target = Some(crate::reference::StoreTarget::Digest(base.digest.clone()));
+    let registry = crate::remote::Registry::new(&remote.host, options.remote).map_err(refused)?;
+    let verified = crate::remote::block_on(crate::remote::signatures::verify_remote(
+        &registry, &pinned, &key,
+    ))
+    .map_err(refused)?;
+    base.signatures = Some(verified.signatures);
+    Ok(base)
 }

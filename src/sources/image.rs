@@ -15,12 +15,18 @@ use crate::template::keypath::KeyPath;
 struct RawImageSource {
     #[serde(rename = "ref")]
     reference: String,
+    verify_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageSource {
     #[serde(rename = "ref")]
     pub reference: ImageRef,
+    /// A public key (PKIX PEM) the base must be signed with; relative to
+    /// the template. Not part of the stage key: it checks the base, it
+    /// does not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_key: Option<std::path::PathBuf>,
 }
 
 impl ImageSource {
@@ -45,6 +51,16 @@ impl ImageSource {
 
 pub(crate) fn check(cx: &mut Checker<'_>, at: &KeyPath) -> Option<ImageSource> {
     let raw: RawImageSource = cx.shape(at, true)?;
-    let reference = cx.parsed(&at.key("ref"), &raw.reference, "image reference")?;
-    Some(ImageSource { reference })
+    let reference = cx.parsed(&at.key("ref"), &raw.reference, "image reference");
+    let verify_key = crate::template::check::optional(raw.verify_key.as_deref(), |key| {
+        cx.host_path(
+            &at.key("verify_key"),
+            key,
+            crate::template::check::HostPath::File,
+        )
+    });
+    Some(ImageSource {
+        reference: reference?,
+        verify_key: verify_key?,
+    })
 }

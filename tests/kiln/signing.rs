@@ -3,7 +3,8 @@
 //! with `skopeo inspect --raw`, every DSSE envelope checked by
 //! securesystemslib (and refused by it after one byte changes), and `kiln
 //! pull --key` refusing a wrong key, an unsigned image and a tampered
-//! attestation with nothing stored.
+//! attestation with nothing stored; an `image` source with `verify_key`
+//! refusing the same bases before a build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +70,36 @@ fn build(env: &TestEnv, name: &str, version: &str) -> String {
 
 fn text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
+}
+
+/// A build in a fresh store on `reference` with `verify_key = key`: the
+/// finished run, and the store it ran against.
+fn build_on(reference: &str, key: &str) -> (TestEnv, crate::util::Outcome) {
+    let env = TestEnv::new();
+    let template = env.write(
+        "based.toml",
+        &format!(
+            "[image]\nname = \"based\"\nversion = \"1\"\n\n[source]\ntype = \"image\"\n\
+             ref = \"{reference}\"\nverify_key = \"{key}\"\n\n[[provisioner]]\ntype = \"shell\"\n\
+             inline = [\"echo based > /etc/based\"]\n"
+        ),
+    );
+    let run = env.kiln(["build", template.to_str().unwrap()]);
+    (env, run)
+}
+
+fn assert_base_refused(reference: &str, key: &str, why: &str) {
+    let (env, run) = build_on(reference, key);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("failed to verify the signature of the base image")
+            && run.stderr.contains(why),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.stored_digest("based:1"), None);
+    env.assert_no_leftovers();
 }
 
 #[test]
@@ -267,6 +298,13 @@ fn signed_images_verify_locally_on_the_registry_and_before_a_pull() {
         .kiln(["verify", "team/web:1.0", "--key", public])
         .expect_code(0);
 
+    // An image source with `verify_key`: the same checks before a build.
+    assert_base_refused(&format!("{remote}:1.0"), other, "not made by this key");
+    assert_base_refused(&format!("{plain}:1.0"), public, "is not signed");
+    let (based, run) = build_on(&format!("{remote}:1.0"), public);
+    run.expect_code(0);
+    assert!(based.stored_digest("based:1").is_some());
+
     // A tampered attestation on the registry: refused, nothing stored.
     dsse_check(&[
         "tamper",
@@ -288,4 +326,9 @@ fn signed_images_verify_locally_on_the_registry_and_before_a_pull() {
     );
     assert_eq!(third.stored_digest("team/web:1.0"), None);
     third.assert_no_leftovers();
+    assert_base_refused(
+        &format!("{remote}:1.0"),
+        public,
+        "failed to verify the attestation `https://slsa.dev/provenance/v1`",
+    );
 }
