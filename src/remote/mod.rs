@@ -654,6 +654,20 @@ impl Registry {
         Ok((bytes.to_vec(), media_type))
     }
 
+    /// The response to a `GET` of a blob, refused unless it succeeded.
+    async fn blob_response(&self, repository: &str, digest: &Digest) -> Result<reqwest::Response> {
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let response = self
+            .send(repository, "pull", &|client| client.get(&url))
+            .await?;
+        if !response.status().is_success() {
+            return Err(self
+                .status_error(&format!("fetching blob {digest}"), response)
+                .await);
+        }
+        Ok(response)
+    }
+
     /// Streams a blob into the store, verifying its digest and size; a
     /// mismatch keeps nothing under the expected digest.
     pub async fn download_blob(
@@ -663,15 +677,7 @@ impl Registry {
         store: &crate::store::Store,
         on_progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<()> {
-        let url = self.url(&format!("/v2/{repository}/blobs/{}", descriptor.digest));
-        let mut response = self
-            .send(repository, "pull", &|client| client.get(&url))
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(&format!("fetching blob {}", descriptor.digest), response)
-                .await);
-        }
+        let mut response = self.blob_response(repository, &descriptor.digest).await?;
         let mut writer = store.blob_writer()?;
         let blobs = store.root().to_owned();
         let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
@@ -739,15 +745,7 @@ impl Registry {
                 }),
             });
         }
-        let url = self.url(&format!("/v2/{repository}/blobs/{}", descriptor.digest));
-        let response = self
-            .send(repository, "pull", &|client| client.get(&url))
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(&format!("fetching blob {}", descriptor.digest), response)
-                .await);
-        }
+        let response = self.blob_response(repository, &descriptor.digest).await?;
         let bytes = response
             .bytes()
             .await

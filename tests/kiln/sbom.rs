@@ -4,24 +4,9 @@
 //! survive packageurl-python.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::{TestEnv, repo_root, require_tool};
-
-/// The SBOM validators' venv, made by `.ci/install-deps`.
-fn sbom_python() -> PathBuf {
-    let venv = std::env::var_os("SBOM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/kiln-test/sbom-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "this test needs the SBOM validators in {}: sh .ci/install-deps makes it",
-        venv.display()
-    );
-    python
-}
+use crate::util::{TestEnv, repo_root, require_tool, sbom_venv_python};
 
 const TEMPLATE: &str = r#"[image]
 name = "inventory"
@@ -48,7 +33,7 @@ format = "spdx"
 fn a_debian_images_sboms_validate_and_name_what_dpkg_has() {
     require_tool("mmdebstrap", "mmdebstrap");
     require_tool("dpkg-query", "dpkg");
-    let python = sbom_python();
+    let python = sbom_venv_python("the SBOM validators");
     let env = TestEnv::new();
     let template = env.write("inventory.toml", TEMPLATE);
     let output = env.path("output");

@@ -6,27 +6,14 @@
 //! attestation with nothing stored; an `image` source with `verify_key`
 //! refusing the same bases before a build.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::registry::Registry;
-use crate::util::{TestEnv, busybox_template, repo_root, require_tool};
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("SBOM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/kiln-test/sbom-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "this test needs securesystemslib in {}: sh .ci/install-deps makes it",
-        venv.display()
-    );
-    python
-}
+use crate::util::{TestEnv, busybox_template, repo_root, require_tool, sbom_venv_python};
 
 fn dsse_check(args: &[&str]) -> String {
-    let output = Command::new(python())
+    let output = Command::new(sbom_venv_python("securesystemslib"))
         .arg(repo_root().join("tests/kiln/dsse_check.py"))
         .args(args)
         .output()

@@ -120,6 +120,23 @@ pub fn toml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The Python of the venv `.ci/install-deps` makes for the SBOM
+/// validators and securesystemslib (`$SBOM_VENV` to use another); fails
+/// the test, saying what it `needs`, when it is not there.
+#[track_caller]
+pub fn sbom_venv_python(needs: &str) -> PathBuf {
+    let venv = std::env::var_os("SBOM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/kiln-test/sbom-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "this test needs {needs} in {}: sh .ci/install-deps makes it",
+        venv.display()
+    );
+    python
+}
+
 /// Fails the test, loudly, when a tool CI installs is missing here.
 #[track_caller]
 pub fn require_tool(tool: &str, package: &str) {
