@@ -150,11 +150,11 @@ fn main() {
     }
 
     let (store, layer) = baked.expect("kiln baked the tree");
+    let plan = debian_vm_plan();
+    let index = kiln::file_index::FileIndex::merge([layer.files]);
     let added = common::median(
         (0..RUNS)
-            .map(|_| {
-                supply_chain_documents(&store, &tree, layer.files.clone(), &layer.descriptor.digest)
-            })
+            .map(|_| supply_chain_documents(&store, &tree, &plan, &index, &layer.descriptor.digest))
             .collect(),
     );
     println!(
@@ -164,13 +164,8 @@ fn main() {
     );
 }
 
-/// The SBOMs and provenance a build makes after the bake, stored: timed.
-fn supply_chain_documents(
-    store: &Store,
-    tree: &std::path::Path,
-    files: Vec<kiln::file_index::FileEntry>,
-    digest: &kiln::reference::Digest,
-) -> Duration {
+/// The plan of `templates/debian-vm.toml`, which the provenance describes.
+fn debian_vm_plan() -> kiln::plan::BuildPlan {
     let template_path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/debian-vm.toml");
     let template = kiln::template::load(
@@ -187,10 +182,19 @@ fn supply_chain_documents(
         publish: false,
         remote: &remote,
     };
-    let plan = kiln::plan::plan(template, &options).unwrap();
-    let index = kiln::file_index::FileIndex::merge([files]);
+    kiln::plan::plan(template, &options).unwrap()
+}
+
+/// The SBOMs and provenance a build makes after the bake, stored: timed.
+fn supply_chain_documents(
+    store: &Store,
+    tree: &std::path::Path,
+    plan: &kiln::plan::BuildPlan,
+    index: &kiln::file_index::FileIndex,
+    digest: &kiln::reference::Digest,
+) -> Duration {
     let started = Instant::now();
-    let inventory = kiln::sbom::inventory::from_trees(&index, &[tree.to_owned()])
+    let inventory = kiln::sbom::inventory::from_trees(index, &[tree.to_owned()])
         .expect("the tree's package databases match its file index");
     let image = &plan.template.image;
     let subject = kiln::sbom::Subject {
@@ -207,7 +211,7 @@ fn supply_chain_documents(
         store.put_bytes(format.media_type(), &bytes).unwrap();
     }
     let statement = kiln::provenance::statement(&kiln::provenance::Run {
-        plan: &plan,
+        plan,
         digest,
         stages: &[],
         started: 0,

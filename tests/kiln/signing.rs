@@ -291,6 +291,10 @@ fn signed_images_verify_locally_on_the_registry_and_before_a_pull() {
     let (based, run) = build_on(&format!("{remote}:1.0"), public);
     run.expect_code(0);
     assert!(based.stored_digest("based:1").is_some());
+    // The base's signatures, checked on the registry, were kept with it.
+    based
+        .kiln(["verify", "team/web:1.0", "--key", public])
+        .expect_code(0);
 
     // A tampered attestation on the registry: refused, nothing stored.
     dsse_check(&[
